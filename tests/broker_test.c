@@ -1,0 +1,511 @@
+/*
+ * broker_test.c: channel semantics through a real chand over TCP: send,
+ * recv and close across connections, rendezvous, requeue of unacked
+ * messages, deadlines, select, cancel, delete and shutdown on SIGTERM.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include <check.h>
+
+#include "testclient.h"
+
+/* Assert that m holds exactly the bytes of s. */
+#define ASSERT_MSG(m, s)                                                                        \
+    do {                                                                                        \
+        const char *want_ = (s);                                                                \
+        ck_assert_msg((m).len == strlen(want_) && memcmp((m).data, want_, (m).len) == 0,        \
+                      "got %zu bytes \"%.*s\", want \"%s\"", (m).len, (int)(m).len,             \
+                      (const char *)(m).data, want_);                                           \
+    } while (0)
+
+/* Receive one message, check its bytes and delivery count, ack it. */
+static void recv_expect(struct tc_conn *c, uint64_t chan, const char *want, uint32_t deliveries)
+{
+    struct tc_msg m;
+
+    TC_ASSERT_STATUS(tc_recv(c, chan, -1, &m), ST(OK));
+    ASSERT_MSG(m, want);
+    ck_assert_uint_eq(m.deliveries, deliveries);
+    TC_ASSERT_STATUS(tc_ack(c, m.tag), ST(OK));
+    tc_msg_free(&m);
+}
+
+START_TEST(test_send_recv_close_across_two_connections)
+{
+    struct tc_server srv;
+    struct tc_conn *a, *b;
+    uint64_t ca, cb, wa, wb;
+    struct tc_msg m;
+    struct tc_stat st;
+
+    tc_server_start(&srv, NULL);
+    a = tc_connect_hello(srv.port);
+    b = tc_connect_hello(srv.port);
+    TC_ASSERT_STATUS(tc_open(a, "jobs", 4, &ca), ST(OK));
+    TC_ASSERT_STATUS(tc_open(b, "jobs", 4, &cb), ST(OK));
+
+    TC_ASSERT_STATUS(tc_send_str(a, ca, "hello"), ST(OK));
+    TC_ASSERT_STATUS(tc_send_str(a, ca, ""), ST(OK));
+    TC_ASSERT_STATUS(tc_send_str(a, ca, "world"), ST(OK));
+    TC_ASSERT_STATUS(tc_stat(b, "jobs", &st), ST(OK));
+    ck_assert_int_eq(st.cap, 4);
+    ck_assert_uint_eq(st.len, 3);
+    recv_expect(b, cb, "hello", 1);
+    /* a 0-byte message is a message, not a close */
+    recv_expect(b, cb, "", 1);
+    recv_expect(b, cb, "world", 1);
+    TC_ASSERT_STATUS(tc_stat(b, "jobs", &st), ST(OK));
+    ck_assert_uint_eq(st.len, 0);
+    ck_assert_uint_eq(st.unacked, 0);
+
+    /* close: what is buffered stays receivable, then CLOSED */
+    TC_ASSERT_STATUS(tc_send_str(a, ca, "a"), ST(OK));
+    TC_ASSERT_STATUS(tc_send_str(a, ca, "b"), ST(OK));
+    TC_ASSERT_STATUS(tc_close(a, ca), ST(OK));
+    recv_expect(b, cb, "a", 1);
+    recv_expect(b, cb, "b", 1);
+    TC_ASSERT_STATUS(tc_recv(b, cb, -1, &m), ST(CLOSED));
+    TC_ASSERT_STATUS(tc_recv(b, cb, 0, &m), ST(CLOSED));
+    TC_ASSERT_STATUS(tc_send_str(a, ca, "late"), ST(CLOSED));
+    TC_ASSERT_STATUS(tc_send_str(b, cb, "late"), ST(CLOSED));
+    TC_ASSERT_STATUS(tc_close(a, ca), ST(CLOSED));
+    TC_ASSERT_STATUS(tc_close(b, cb), ST(CLOSED));
+    TC_ASSERT_STATUS(tc_stat(a, "jobs", &st), ST(OK));
+    ck_assert_int_eq(st.closed, 1);
+
+    /* close wakes a receiver blocked on another connection */
+    TC_ASSERT_STATUS(tc_open(a, "wake", 0, &wa), ST(OK));
+    TC_ASSERT_STATUS(tc_open(b, "wake", 0, &wb), ST(OK));
+    uint64_t id = tc_recv_start(b, wb, -1);
+    tc_wait_stat(a, "wake", TC_RECEIVERS, 1);
+    TC_ASSERT_STATUS(tc_close(a, wa), ST(OK));
+    struct tc_reply r;
+    TC_ASSERT_STATUS(tc_must_wait(b, id, &r), ST(CLOSED));
+    tc_reply_free(&r);
+
+    tc_conn_free(a);
+    tc_conn_free(b);
+    tc_server_stop_ok(&srv);
+}
+END_TEST
+
+START_TEST(test_unbuffered_send_waits_for_a_receiver)
+{
+    struct tc_server srv;
+    struct tc_conn *a, *b;
+    struct tc_reply r;
+    struct tc_msg m;
+    struct tc_stat st;
+    uint64_t ca, cb, id;
+
+    tc_server_start(&srv, NULL);
+    a = tc_connect_hello(srv.port);
+    b = tc_connect_hello(srv.port);
+    TC_ASSERT_STATUS(tc_open(a, "rv", 0, &ca), ST(OK));
+    TC_ASSERT_STATUS(tc_open(b, "rv", 0, &cb), ST(OK));
+
+    id = tc_send_start(a, ca, "ping", 4, -1);
+    ck_assert_msg(tc_wait(a, id, 100, &r) == 0, "unbuffered SEND completed with no receiver");
+    tc_wait_stat(b, "rv", TC_SENDERS, 1);
+    TC_ASSERT_STATUS(tc_stat(b, "rv", &st), ST(OK));
+    ck_assert_uint_eq(st.len, 0);
+
+    TC_ASSERT_STATUS(tc_recv(b, cb, -1, &m), ST(OK));
+    ASSERT_MSG(m, "ping");
+    /* the sender completes on the receiver's ack, not before */
+    ck_assert_msg(tc_wait(a, id, 50, &r) == 0, "unbuffered SEND completed before the receiver acked");
+    TC_ASSERT_STATUS(tc_ack(b, m.tag), ST(OK));
+    tc_msg_free(&m);
+    TC_ASSERT_STATUS(tc_must_wait(a, id, &r), ST(OK));
+    ck_assert_msg(r.f->body_case == CHANWIRE__SERVER_FRAME__BODY_SEND && r.f->send->count == 1,
+                  "SEND reply without count 1");
+    tc_reply_free(&r);
+    TC_ASSERT_STATUS(tc_stat(b, "rv", &st), ST(OK));
+    ck_assert_uint_eq(st.senders, 0);
+    ck_assert_uint_eq(st.unacked, 0);
+
+    tc_conn_free(a);
+    tc_conn_free(b);
+    tc_server_stop_ok(&srv);
+}
+END_TEST
+
+START_TEST(test_unacked_messages_of_a_dropped_receiver_go_to_the_next_in_order)
+{
+    struct tc_server srv;
+    struct tc_conn *a, *b, *c;
+    struct tc_msg m;
+    uint64_t ca, cb, cc;
+    char want[16];
+
+    tc_server_start(&srv, NULL);
+    a = tc_connect_hello(srv.port);
+    b = tc_connect_hello(srv.port);
+    c = tc_connect_hello(srv.port);
+    TC_ASSERT_STATUS(tc_open(a, "q", 10, &ca), ST(OK));
+    TC_ASSERT_STATUS(tc_open(b, "q", 10, &cb), ST(OK));
+    TC_ASSERT_STATUS(tc_open(c, "q", 10, &cc), ST(OK));
+    for (int i = 0; i < 10; i++) {
+        snprintf(want, sizeof want, "m%d", i);
+        TC_ASSERT_STATUS(tc_send_str(a, ca, want), ST(OK));
+    }
+    /* b takes five and never acks them */
+    for (int i = 0; i < 5; i++) {
+        TC_ASSERT_STATUS(tc_recv(b, cb, -1, &m), ST(OK));
+        snprintf(want, sizeof want, "m%d", i);
+        ASSERT_MSG(m, want);
+        ck_assert_uint_eq(m.deliveries, 1);
+        tc_msg_free(&m);
+    }
+    tc_wait_stat(c, "q", TC_UNACKED, 5);
+    tc_wait_stat(c, "q", TC_LEN, 5);
+    /* unacked messages still count against the capacity */
+    TC_ASSERT_STATUS(tc_send(a, ca, "extra", 5, 0), ST(AGAIN));
+
+    tc_conn_free(b);
+    tc_wait_stat(c, "q", TC_UNACKED, 0);
+    tc_wait_stat(c, "q", TC_LEN, 10);
+    for (int i = 0; i < 10; i++) {
+        snprintf(want, sizeof want, "m%d", i);
+        recv_expect(c, cc, want, i < 5 ? 2 : 1);
+    }
+    TC_ASSERT_STATUS(tc_recv(c, cc, 0, &m), ST(AGAIN));
+
+    tc_conn_free(a);
+    tc_conn_free(c);
+    tc_server_stop_ok(&srv);
+}
+END_TEST
+
+START_TEST(test_unbuffered_sender_waits_on_when_its_receiver_drops)
+{
+    struct tc_server srv;
+    struct tc_conn *a, *b, *c;
+    struct tc_reply r;
+    struct tc_msg m;
+    uint64_t ca, cb, cc, id;
+
+    tc_server_start(&srv, NULL);
+    a = tc_connect_hello(srv.port);
+    b = tc_connect_hello(srv.port);
+    c = tc_connect_hello(srv.port);
+    TC_ASSERT_STATUS(tc_open(a, "u", 0, &ca), ST(OK));
+    TC_ASSERT_STATUS(tc_open(b, "u", 0, &cb), ST(OK));
+    TC_ASSERT_STATUS(tc_open(c, "u", 0, &cc), ST(OK));
+
+    id = tc_send_start(a, ca, "x", 1, -1);
+    tc_wait_stat(c, "u", TC_SENDERS, 1);
+    TC_ASSERT_STATUS(tc_recv(b, cb, -1, &m), ST(OK));
+    ASSERT_MSG(m, "x");
+    tc_msg_free(&m);
+    tc_conn_free(b);
+
+    TC_ASSERT_STATUS(tc_recv(c, cc, 2000, &m), ST(OK));
+    ASSERT_MSG(m, "x");
+    ck_assert_uint_eq(m.deliveries, 2);
+    ck_assert_msg(tc_wait(a, id, 50, &r) == 0, "SEND completed though no receiver acked");
+    TC_ASSERT_STATUS(tc_ack(c, m.tag), ST(OK));
+    tc_msg_free(&m);
+    TC_ASSERT_STATUS(tc_must_wait(a, id, &r), ST(OK));
+    tc_reply_free(&r);
+
+    tc_conn_free(a);
+    tc_conn_free(c);
+    tc_server_stop_ok(&srv);
+}
+END_TEST
+
+START_TEST(test_deadlines_time_out_without_delivering)
+{
+    struct tc_server srv;
+    struct tc_conn *a, *b;
+    struct tc_reply r;
+    struct tc_msg m;
+    uint64_t ca, cb, bb, id;
+    int64_t t0, dt;
+
+    tc_server_start(&srv, NULL);
+    a = tc_connect_hello(srv.port);
+    b = tc_connect_hello(srv.port);
+    TC_ASSERT_STATUS(tc_open(a, "dl", 0, &ca), ST(OK));
+    TC_ASSERT_STATUS(tc_open(b, "dl", 0, &cb), ST(OK));
+
+    t0 = tc_now_ms();
+    TC_ASSERT_STATUS(tc_recv(b, cb, 50, &m), ST(TIMEDOUT));
+    dt = tc_now_ms() - t0;
+    ck_assert_msg(dt >= 50 && dt < 500, "RECV with a 50 ms deadline answered after %lld ms", (long long)dt);
+    TC_ASSERT_STATUS(tc_recv(b, cb, 50, &m), ST(TIMEDOUT));
+
+    t0 = tc_now_ms();
+    TC_ASSERT_STATUS(tc_recv(b, cb, 0, &m), ST(AGAIN));
+    TC_ASSERT_STATUS(tc_send(a, ca, "no", 2, 0), ST(AGAIN));
+    dt = tc_now_ms() - t0;
+    ck_assert_msg(dt < 50, "timeout 0 took %lld ms", (long long)dt);
+
+    t0 = tc_now_ms();
+    TC_ASSERT_STATUS(tc_send(a, ca, "no", 2, 50), ST(TIMEDOUT));
+    dt = tc_now_ms() - t0;
+    ck_assert_msg(dt >= 50 && dt < 500, "SEND with a 50 ms deadline answered after %lld ms", (long long)dt);
+
+    /* neither timed-out recv is still parked to swallow the next message */
+    tc_wait_stat(a, "dl", TC_RECEIVERS, 0);
+    tc_wait_stat(a, "dl", TC_SENDERS, 0);
+    id = tc_recv_start(b, cb, -1);
+    tc_wait_stat(a, "dl", TC_RECEIVERS, 1);
+    uint64_t sid = tc_send_start(a, ca, "later", 5, 2000);
+    TC_ASSERT_STATUS(tc_must_wait(b, id, &r), ST(OK));
+    tc_reply_msg(&r, &m);
+    tc_reply_free(&r);
+    ASSERT_MSG(m, "later");
+    ck_assert_uint_eq(m.deliveries, 1);
+    TC_ASSERT_STATUS(tc_ack(b, m.tag), ST(OK));
+    tc_msg_free(&m);
+    TC_ASSERT_STATUS(tc_must_wait(a, sid, &r), ST(OK));
+    tc_reply_free(&r);
+
+    /* a send that timed out on a full buffer was not delivered */
+    TC_ASSERT_STATUS(tc_open(a, "dlb", 1, &bb), ST(OK));
+    TC_ASSERT_STATUS(tc_send_str(a, bb, "first"), ST(OK));
+    TC_ASSERT_STATUS(tc_send(a, bb, "second", 6, 50), ST(TIMEDOUT));
+    recv_expect(a, bb, "first", 1);
+    TC_ASSERT_STATUS(tc_recv(a, bb, 0, &m), ST(AGAIN));
+
+    tc_conn_free(a);
+    tc_conn_free(b);
+    tc_server_stop_ok(&srv);
+}
+END_TEST
+
+START_TEST(test_select_takes_one_case_and_withdraws_the_others)
+{
+    struct tc_server srv;
+    struct tc_conn *a, *b;
+    struct tc_reply r;
+    struct tc_stat st;
+    uint64_t sa, sb, sc, bsa, bsb, id, sid;
+
+    tc_server_start(&srv, NULL);
+    a = tc_connect_hello(srv.port);
+    b = tc_connect_hello(srv.port);
+    TC_ASSERT_STATUS(tc_open(a, "sa", 0, &sa), ST(OK));
+    TC_ASSERT_STATUS(tc_open(a, "sb", 0, &sb), ST(OK));
+    TC_ASSERT_STATUS(tc_open(a, "sc", 1, &sc), ST(OK));
+    TC_ASSERT_STATUS(tc_open(b, "sa", 0, &bsa), ST(OK));
+    TC_ASSERT_STATUS(tc_open(b, "sb", 0, &bsb), ST(OK));
+
+    uint64_t recv2[2] = {sa, sb};
+    int norecv[2] = {0, 0};
+    id = tc_select_start(a, recv2, norecv, 2, NULL, 0, -1);
+    tc_wait_stat(b, "sa", TC_RECEIVERS, 1);
+    tc_wait_stat(b, "sb", TC_RECEIVERS, 1);
+    sid = tc_send_start(b, bsb, "chosen", 6, 2000);
+    TC_ASSERT_STATUS(tc_must_wait(a, id, &r), ST(OK));
+    ck_assert_msg(r.f->body_case == CHANWIRE__SERVER_FRAME__BODY_SELECT, "SELECT reply without SelectReply");
+    ck_assert_uint_eq(r.f->select->index, 1);
+    TC_ASSERT_STATUS(r.f->select->result, ST(OK));
+    ck_assert_uint_eq(r.n, 1);
+    ck_assert_msg(r.pl[0].len == 6 && memcmp(r.pl[0].data, "chosen", 6) == 0, "SELECT got the wrong message");
+    uint64_t tag = r.f->select->tag;
+    tc_reply_free(&r);
+    TC_ASSERT_STATUS(tc_ack(a, tag), ST(OK));
+    TC_ASSERT_STATUS(tc_must_wait(b, sid, &r), ST(OK));
+    tc_reply_free(&r);
+    /* the case that did not proceed was withdrawn */
+    TC_ASSERT_STATUS(tc_stat(b, "sa", &st), ST(OK));
+    ck_assert_uint_eq(st.receivers, 0);
+    TC_ASSERT_STATUS(tc_send(b, bsa, "nobody", 6, 0), ST(AGAIN));
+
+    /* nothing ready and timeout 0 */
+    id = tc_select_start(a, recv2, norecv, 2, NULL, 0, 0);
+    TC_ASSERT_STATUS(tc_must_wait(a, id, &r), ST(AGAIN));
+    tc_reply_free(&r);
+
+    /* a ready send case proceeds at once; its message is in the buffer */
+    uint64_t mixed[2] = {sa, sc};
+    int sendc[2] = {0, 1};
+    struct wire_payload pl = {.data = "sel", .len = 3};
+    id = tc_select_start(a, mixed, sendc, 2, &pl, 1, -1);
+    TC_ASSERT_STATUS(tc_must_wait(a, id, &r), ST(OK));
+    ck_assert_msg(r.f->body_case == CHANWIRE__SERVER_FRAME__BODY_SELECT, "SELECT reply without SelectReply");
+    ck_assert_uint_eq(r.f->select->index, 1);
+    TC_ASSERT_STATUS(r.f->select->result, ST(OK));
+    tc_reply_free(&r);
+    recv_expect(a, sc, "sel", 1);
+    TC_ASSERT_STATUS(tc_stat(a, "sa", &st), ST(OK));
+    ck_assert_uint_eq(st.receivers, 0);
+
+    tc_conn_free(a);
+    tc_conn_free(b);
+    tc_server_stop_ok(&srv);
+}
+END_TEST
+
+START_TEST(test_cancel_withdraws_a_blocked_recv_without_losing_messages)
+{
+    struct tc_server srv;
+    struct tc_conn *a, *b;
+    struct tc_reply r;
+    uint64_t ca, cb, id, cid;
+
+    tc_server_start(&srv, NULL);
+    a = tc_connect_hello(srv.port);
+    b = tc_connect_hello(srv.port);
+    TC_ASSERT_STATUS(tc_open(a, "cx", 1, &ca), ST(OK));
+    TC_ASSERT_STATUS(tc_open(b, "cx", 1, &cb), ST(OK));
+
+    id = tc_recv_start(a, ca, -1);
+    tc_wait_stat(b, "cx", TC_RECEIVERS, 1);
+    cid = tc_cancel_start(a, id);
+    TC_ASSERT_STATUS(tc_must_wait(a, id, &r), ST(CANCELED));
+    ck_assert_uint_eq(r.n, 0);
+    tc_reply_free(&r);
+    TC_ASSERT_STATUS(tc_must_wait(a, cid, &r), ST(OK));
+    tc_reply_free(&r);
+    tc_wait_stat(b, "cx", TC_RECEIVERS, 0);
+
+    TC_ASSERT_STATUS(tc_send_str(b, cb, "after"), ST(OK));
+    tc_wait_stat(b, "cx", TC_LEN, 1);
+    recv_expect(a, ca, "after", 1);
+
+    /* cancelling a finished or unknown request is a no-op */
+    cid = tc_cancel_start(a, id);
+    TC_ASSERT_STATUS(tc_must_wait(a, cid, &r), ST(OK));
+    tc_reply_free(&r);
+    cid = tc_cancel_start(a, 999999);
+    TC_ASSERT_STATUS(tc_must_wait(a, cid, &r), ST(OK));
+    tc_reply_free(&r);
+
+    tc_conn_free(a);
+    tc_conn_free(b);
+    tc_server_stop_ok(&srv);
+}
+END_TEST
+
+START_TEST(test_delete_fails_blocked_ops_and_stales_handles)
+{
+    struct tc_server srv;
+    struct tc_conn *a, *b, *c;
+    struct tc_reply r;
+    struct tc_msg m;
+    struct tc_stat st;
+    uint64_t d1, d2, bd1, cd2, nd1, rid, sid;
+
+    tc_server_start(&srv, NULL);
+    a = tc_connect_hello(srv.port);
+    b = tc_connect_hello(srv.port);
+    c = tc_connect_hello(srv.port);
+    TC_ASSERT_STATUS(tc_open(a, "del", 0, &d1), ST(OK));
+    TC_ASSERT_STATUS(tc_open(a, "del2", 0, &d2), ST(OK));
+    TC_ASSERT_STATUS(tc_open(b, "del", 0, &bd1), ST(OK));
+    TC_ASSERT_STATUS(tc_open(c, "del2", 0, &cd2), ST(OK));
+
+    rid = tc_recv_start(b, bd1, -1);
+    sid = tc_send_start(c, cd2, "gone", 4, -1);
+    tc_wait_stat(a, "del", TC_RECEIVERS, 1);
+    tc_wait_stat(a, "del2", TC_SENDERS, 1);
+
+    TC_ASSERT_STATUS(tc_delete(a, "del"), ST(OK));
+    TC_ASSERT_STATUS(tc_must_wait(b, rid, &r), ST(NOENT));
+    tc_reply_free(&r);
+    TC_ASSERT_STATUS(tc_delete(a, "del2"), ST(OK));
+    TC_ASSERT_STATUS(tc_must_wait(c, sid, &r), ST(NOENT));
+    tc_reply_free(&r);
+
+    TC_ASSERT_STATUS(tc_send_str(b, bd1, "x"), ST(STALE));
+    TC_ASSERT_STATUS(tc_recv(b, bd1, 0, &m), ST(STALE));
+    TC_ASSERT_STATUS(tc_close(b, bd1), ST(STALE));
+    TC_ASSERT_STATUS(tc_send_str(c, cd2, "x"), ST(STALE));
+    TC_ASSERT_STATUS(tc_delete(a, "del"), ST(NOENT));
+    TC_ASSERT_STATUS(tc_stat(a, "del", &st), ST(NOENT));
+
+    /* a channel of the same name is a new channel; old handles stay stale */
+    TC_ASSERT_STATUS(tc_open(a, "del", 1, &nd1), ST(OK));
+    ck_assert_msg(nd1 != d1 && nd1 != bd1, "a new channel reused handle %llu", (unsigned long long)nd1);
+    TC_ASSERT_STATUS(tc_send_str(b, bd1, "x"), ST(STALE));
+    TC_ASSERT_STATUS(tc_send_str(a, nd1, "fresh"), ST(OK));
+    recv_expect(a, nd1, "fresh", 1);
+
+    tc_conn_free(a);
+    tc_conn_free(b);
+    tc_conn_free(c);
+    tc_server_stop_ok(&srv);
+}
+END_TEST
+
+START_TEST(test_sigterm_answers_blocked_ops_and_exits_zero)
+{
+    struct tc_server srv;
+    struct tc_conn *a;
+    struct tc_reply r;
+    uint64_t ca, id;
+    int64_t t0, dt;
+    int st;
+
+    tc_server_start(&srv, NULL);
+    a = tc_connect_hello(srv.port);
+    TC_ASSERT_STATUS(tc_open(a, "t", 0, &ca), ST(OK));
+    id = tc_recv_start(a, ca, -1);
+    tc_wait_stat(a, "t", TC_RECEIVERS, 1);
+
+    t0 = tc_now_ms();
+    ck_assert_int_eq(kill(srv.pid, SIGTERM), 0);
+    ck_assert_msg(tc_wait(a, id, 1000, &r) == 1, "no reply to the blocked RECV within 1 s of SIGTERM");
+    TC_ASSERT_STATUS(r.f->status, ST(SHUTDOWN));
+    tc_reply_free(&r);
+    st = tc_server_stop(&srv, 0, 1000);
+    dt = tc_now_ms() - t0;
+    ck_assert_msg(st != -1, "chand still running 1 s after SIGTERM");
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "chand ended with wait status 0x%x, want exit 0", st);
+    ck_assert_msg(dt < 1000, "chand took %lld ms to exit", (long long)dt);
+    ck_assert_msg(tc_closed_within(a, 1000), "connection still open after chand exited");
+
+    tc_conn_free(a);
+}
+END_TEST
+
+static Suite *broker_suite(void)
+{
+    Suite *s = suite_create("broker");
+    TCase *tc;
+
+    tc = tcase_create("channels");
+    tcase_set_timeout(tc, 20);
+    tcase_add_test(tc, test_send_recv_close_across_two_connections);
+    tcase_add_test(tc, test_unbuffered_send_waits_for_a_receiver);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("delivery");
+    tcase_set_timeout(tc, 20);
+    tcase_add_test(tc, test_unacked_messages_of_a_dropped_receiver_go_to_the_next_in_order);
+    tcase_add_test(tc, test_unbuffered_sender_waits_on_when_its_receiver_drops);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("waiting");
+    tcase_set_timeout(tc, 20);
+    tcase_add_test(tc, test_deadlines_time_out_without_delivering);
+    tcase_add_test(tc, test_select_takes_one_case_and_withdraws_the_others);
+    tcase_add_test(tc, test_cancel_withdraws_a_blocked_recv_without_losing_messages);
+    tcase_add_test(tc, test_delete_fails_blocked_ops_and_stales_handles);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("shutdown");
+    tcase_set_timeout(tc, 20);
+    tcase_add_test(tc, test_sigterm_answers_blocked_ops_and_exits_zero);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(broker_suite());
+    int failed;
+
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
