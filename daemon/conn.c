@@ -1,0 +1,341 @@
+/*
+ * conn.c: one client connection. Bytes in: every complete frame in the
+ * input is taken (payloads moved into msgs as they go) and dispatched; a
+ * partial one sets the read low watermark to the frame's full size, so it
+ * is looked at again only once it is all there. Bytes out: replies are
+ * packed straight into the bufferevent's output, which libevent flushes
+ * once per loop iteration.
+ *
+ * Death comes in two phases. Phase one (conn_detach) takes the connection
+ * out of the channel world: its blocked requests are withdrawn and its
+ * unacked messages go back to their channels, in order. Phase two
+ * (conn_free) frees the struct from the reap event, when no callback of
+ * this loop iteration can still be holding it. A connection that broke
+ * the protocol detaches at once, but lingers (CLOSING) until the error
+ * frame is flushed or a timer gives up on the peer.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
+#include "daemon.h"
+
+/* How long a closing connection may take to read its last frame, ms. */
+#define CONN_LINGER_MS 2000
+
+static void conn_read_cb(struct bufferevent *bev, void *arg);
+static void conn_event_cb(struct bufferevent *bev, short events, void *arg);
+
+static void conn_peer(char *dst, size_t size, const struct sockaddr *sa)
+{
+    char host[INET6_ADDRSTRLEN];
+
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const void *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+        snprintf(dst, size, "%s:%u", host, ntohs(in->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const void *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+        snprintf(dst, size, "[%s]:%u", host, ntohs(in6->sin6_port));
+    } else {
+        snprintf(dst, size, "?");
+    }
+}
+
+void conn_accept(int fd, const struct sockaddr *addr, int addrlen, int reject)
+{
+    struct conn *c = calloc(1, sizeof *c);
+    int one = 1;
+
+    (void)addrlen;
+    if (c == NULL) {
+        log_msg(LL_WARN, "out of memory accepting a connection");
+        close(fd);
+        return;
+    }
+    c->bev = bufferevent_socket_new(broker.base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (c->bev == NULL) {
+        log_msg(LL_WARN, "out of memory accepting a connection");
+        close(fd);
+        free(c);
+        return;
+    }
+    /* Replies are small and latency-bound; libevent already batches per loop turn. */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->serial = ++broker.next_serial;
+    conn_peer(c->peer, sizeof c->peer, addr);
+    map_init(&c->reqs);
+    TAILQ_INIT(&c->reqlist);
+    delivery_init(&c->dl);
+    TAILQ_INSERT_TAIL(&broker.conns, c, link);
+    bufferevent_setcb(c->bev, conn_read_cb, NULL, conn_event_cb, c);
+
+    if (reject) {
+        log_msg(LL_WARN, "conn %" PRIu64 " (%s): refused, %zu connections already",
+                c->serial, c->peer, broker.nconns);
+        conn_status(c, 0, CHANWIRE__STATUS__STATUS_BUSY, "too many connections");
+        conn_close_flush(c);
+        return;
+    }
+    c->counted = 1;
+    broker.nconns++;
+    c->watermark = WIRE_LEN_BYTES;
+    bufferevent_setwatermark(c->bev, EV_READ, c->watermark, 0);
+    bufferevent_enable(c->bev, EV_READ);
+    log_msg(LL_INFO, "conn %" PRIu64 " (%s): connected", c->serial, c->peer);
+}
+
+/* wire_take's payload callback: each payload of the frame becomes a msg in c->pl. */
+static int conn_take(void *arg, size_t index, struct evbuffer *src, size_t len)
+{
+    struct conn *c = arg;
+    struct msg *m;
+
+    if (index >= c->plcap) {
+        size_t cap = c->plcap ? c->plcap * 2 : 8;
+        while (cap <= index)
+            cap *= 2;
+        struct msg **pl = realloc(c->pl, cap * sizeof *pl);
+        if (pl == NULL) {
+            c->pl_nomem = 1;
+            return 0;   /* wire_take drains the bytes */
+        }
+        c->pl = pl;
+        c->plcap = cap;
+    }
+    /* Slots stay contiguous: a payload we do not keep leaves NULL and a flag. */
+    while (c->npl < index)
+        c->pl[c->npl++] = NULL;
+    c->pl[index] = NULL;
+    c->npl = index + 1;
+    if (len > broker.opt.max_msg) {
+        c->pl_oversize = 1;
+        return 0;
+    }
+    m = msg_take(src, len);
+    if (m == NULL) {
+        c->pl_nomem = 1;
+        return 0;
+    }
+    c->pl[index] = m;
+    return 0;
+}
+
+static void conn_free_payloads(struct conn *c)
+{
+    for (size_t i = 0; i < c->npl; i++)
+        msg_free(c->pl[i]);
+    c->npl = 0;
+    c->pl_oversize = 0;
+    c->pl_nomem = 0;
+}
+
+static void conn_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+
+    while (c->state == CONN_HELLO || c->state == CONN_READY) {
+        ProtobufCMessage *hdr = NULL;
+        size_t npl = 0, need = 0;
+        char err[160];
+        int rc;
+
+        rc = wire_take(in, broker.max_frame, &chanwire__client_frame__descriptor, &hdr,
+                       conn_take, c, &npl, &need, err, sizeof err);
+        if (rc == 0) {
+            conn_free_payloads(c);
+            if (need != c->watermark) {
+                c->watermark = need;
+                bufferevent_setwatermark(bev, EV_READ, need, 0);
+            }
+            break;
+        }
+        if (rc < 0) {
+            conn_free_payloads(c);
+            conn_fail(c, 0, "%s", err);
+            break;
+        }
+        c->frames_in++;
+        dispatch_frame(c, (Chanwire__ClientFrame *)hdr);
+        protobuf_c_message_free_unpacked(hdr, NULL);
+        conn_free_payloads(c);
+    }
+    req_drain();
+}
+
+static void conn_event_cb(struct bufferevent *bev, short events, void *arg)
+{
+    struct conn *c = arg;
+
+    (void)bev;
+    if (events & BEV_EVENT_ERROR) {
+        int err = EVUTIL_SOCKET_ERROR();
+        log_msg(LL_INFO, "conn %" PRIu64 " (%s): %s", c->serial, c->peer,
+                evutil_socket_error_to_string(err));
+    } else if (events & BEV_EVENT_EOF) {
+        log_msg(LL_INFO, "conn %" PRIu64 " (%s): closed by peer", c->serial, c->peer);
+    } else {
+        return;
+    }
+    conn_kill(c);
+    req_drain();
+}
+
+/* Phase one: nothing of c is left in any channel. */
+static void conn_detach(struct conn *c)
+{
+    if (c->state >= CONN_CLOSING)
+        return;
+    req_detach_all(c);
+    delivery_nack_all(&c->dl);
+    if (c->counted) {
+        broker.nconns--;
+        c->counted = 0;
+    }
+}
+
+static void conn_linger_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+
+    (void)fd, (void)what;
+    conn_kill(c);
+    req_drain();
+}
+
+/* Run conn_kill from the loop after delay_ms (0: this iteration). */
+static void conn_kill_later(struct conn *c, int delay_ms)
+{
+    struct timeval tv = {delay_ms / 1000, (delay_ms % 1000) * 1000};
+
+    if (c->close_timer == NULL)
+        c->close_timer = evtimer_new(broker.base, conn_linger_cb, c);
+    if (c->close_timer == NULL) {
+        /* No memory even for a timer: the peer's next event or shutdown ends it. */
+        log_msg(LL_WARN, "conn %" PRIu64 ": out of memory arming its close timer", c->serial);
+        return;
+    }
+    evtimer_add(c->close_timer, &tv);
+}
+
+static void conn_flushed_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    conn_kill(arg);
+}
+
+void conn_close_flush(struct conn *c)
+{
+    if (c->state >= CONN_CLOSING)
+        return;
+    conn_detach(c);
+    c->state = CONN_CLOSING;
+    bufferevent_disable(c->bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        conn_kill(c);
+        return;
+    }
+    bufferevent_setcb(c->bev, NULL, conn_flushed_cb, conn_event_cb, c);
+    conn_kill_later(c, CONN_LINGER_MS);
+}
+
+void conn_kill(struct conn *c)
+{
+    if (c->state == CONN_DEAD)
+        return;
+    conn_detach(c);
+    c->state = CONN_DEAD;
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+    if (c->close_timer != NULL)
+        evtimer_del(c->close_timer);
+    TAILQ_REMOVE(&broker.conns, c, link);
+    TAILQ_INSERT_TAIL(&broker.reap, c, link);
+    broker_reap_soon();
+}
+
+void conn_doom(struct conn *c)
+{
+    if (c->state >= CONN_CLOSING)
+        return;
+    log_msg(LL_WARN, "conn %" PRIu64 " (%s): a reply could not be written; dropping it",
+            c->serial, c->peer);
+    bufferevent_disable(c->bev, EV_READ);
+    conn_kill_later(c, 0);
+}
+
+void conn_free(struct conn *c)
+{
+    DAEMON_ASSERT(c->state == CONN_DEAD);
+    log_msg(LL_DEBUG, "conn %" PRIu64 " freed after %" PRIu64 " frames", c->serial, c->frames_in);
+    bufferevent_free(c->bev);
+    if (c->close_timer != NULL)
+        event_free(c->close_timer);
+    map_free(&c->reqs);
+    map_free(&c->dl.map);
+    free(c->pl);
+    free(c);
+    broker_conn_gone();
+}
+
+void conn_teardown(void)
+{
+    struct conn *c;
+
+    while ((c = TAILQ_FIRST(&broker.conns)) != NULL)
+        conn_kill(c);
+    while ((c = TAILQ_FIRST(&broker.reap)) != NULL) {
+        TAILQ_REMOVE(&broker.reap, c, link);
+        conn_free(c);
+    }
+}
+
+int conn_reply(struct conn *c, Chanwire__ServerFrame *f, const struct wire_payload *pl, size_t n)
+{
+    if (c->state >= CONN_CLOSING)
+        return 0;
+    if (wire_put(bufferevent_get_output(c->bev), &f->base, pl, n) < 0) {
+        /* A frame may be half written: nothing after it could be trusted. */
+        conn_doom(c);
+        return -1;
+    }
+    return 0;
+}
+
+void conn_status(struct conn *c, uint64_t id, int status, const char *text)
+{
+    Chanwire__ServerFrame sf = CHANWIRE__SERVER_FRAME__INIT;
+
+    sf.id = id;
+    sf.status = status;
+    if (text != NULL)
+        sf.error = (char *)text;
+    else if (status != CHANWIRE__STATUS__STATUS_OK)
+        sf.error = (char *)wire_status_text(status);
+    conn_reply(c, &sf, NULL, 0);
+}
+
+void conn_fail(struct conn *c, uint64_t id, const char *fmt, ...)
+{
+    char text[256];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    log_msg(LL_INFO, "conn %" PRIu64 " (%s): protocol error: %s", c->serial, c->peer, text);
+    conn_status(c, id, CHANWIRE__STATUS__STATUS_PROTOCOL, text);
+    conn_close_flush(c);
+}
