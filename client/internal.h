@@ -16,6 +16,110 @@
 
 struct event_base;
 struct coro;
+struct sched_joiner;
+
+/* ---- ctx_x86_64.S, ctx_aarch64.S, ctx_ucontext.c: register switch --- */
+
+#ifdef CHAN_CTX_UCONTEXT
+#include <ucontext.h>
+struct ctx {
+    ucontext_t uc;               /* registers and signal mask while switched out */
+    void (*fn)(void *);          /* first function, for ctx_make's trampoline */
+    void *arg;
+};
+#else
+struct ctx {
+    void *sp;                    /* stack pointer; the saved registers sit there */
+};
+#endif
+
+/*
+ * Prepare c so that the first ctx_switch to it calls fn(arg) on the stack
+ * [lo, lo + size). fn must never return: it ends by switching away for good.
+ */
+void ctx_make(struct ctx *c, void *lo, size_t size, void (*fn)(void *), void *arg);
+
+/* Save the running registers into from and resume to. */
+void ctx_switch(struct ctx *from, struct ctx *to);
+
+/* ---- coro.c: coroutines, their stacks and the guard handler ----------- */
+
+enum coro_state {
+    CORO_RUNNING = 0,  /* executing on its thread (exactly one per thread) */
+    CORO_RUNNABLE,     /* in the run queue */
+    CORO_PARKED,       /* in sched_park, waiting for a wake, its deadline or a cancel */
+    CORO_DONE,         /* its function returned; the stack goes at the next switch */
+    CORO_STATE_MAX
+};
+
+#define CORO_STACK_DEFAULT (256u * 1024)   /* bytes, chan_go's stacks */
+#define CORO_STACK_MIN (64u * 1024)        /* libevent callbacks run on any stack */
+#define CORO_STACK_MAX ((size_t)1 << 30)   /* chan_go_stack's limit */
+#define CORO_GUARD (64u * 1024)            /* inaccessible bytes below each stack */
+
+/*
+ * A coroutine. Ownership: a spawned coroutine's struct sits at the top of
+ * its own stack mapping and is freed with it by coro_free (called by the
+ * scheduler once the coroutine has finished and been switched away from);
+ * a thread's main coroutine is embedded in that thread's scheduler.
+ */
+struct coro {
+    struct ctx ctx;               /* registers while switched out */
+    int id;                       /* chan_go's return value; 1 is the thread's main */
+    int state;                    /* enum coro_state */
+    const char *what;             /* what it waits for ("recv", "sleep"...), for dumps */
+    int park_result;              /* what sched_park returns: 0, ETIMEDOUT, ECANCELED */
+    unsigned char cancelled;      /* chan_cancel was called on it */
+    unsigned char parked;         /* inside sched_park, until that returns */
+    unsigned char cancellable;    /* the current park may end with ECANCELED */
+    unsigned char woken;          /* sched_wake was called during the current park */
+    int64_t deadline;             /* current park's deadline, chan_now() ms; -1 none */
+    size_t heap_idx;              /* slot in the scheduler's deadline heap, or SIZE_MAX */
+    struct coro *next;            /* run queue link */
+    struct coro *hnext;           /* id table chain */
+    struct sched_joiner *joiners; /* coroutines waiting in chan_join for this one */
+    void (*withdraw)(void *arg, int status); /* sched_park_withdraw's hook, or NULL */
+    void *withdraw_arg;           /* and its argument */
+    void (*fn)(void *);           /* the coroutine's body */
+    void *arg;                    /* and its argument */
+    char *map;                    /* mapping: CORO_GUARD bytes, then the stack; NULL for main */
+    size_t map_size;              /* bytes of map */
+    size_t stack_size;            /* usable stack bytes, as asked (rounded to pages) */
+#ifdef CHAN_SANITIZERS
+    void *asan_fake;              /* ASan's fake stack while switched out */
+    const void *asan_bottom;      /* the stack as ASan knows it */
+    size_t asan_size;
+#endif
+};
+
+/*
+ * A coroutine with a stack of stack_size bytes (CORO_STACK_MIN at least)
+ * whose first switch-in runs entry(c) on that stack. Returns NULL with
+ * errno ENOMEM. The caller owns it and gives it back with coro_free.
+ */
+struct coro *coro_new(size_t stack_size, void (*entry)(void *));
+
+/* Free a coroutine made by coro_new that is not running; NULL is a no-op. */
+void coro_free(struct coro *c);
+
+/*
+ * Switch from the running coroutine to another of the same thread. from
+ * may be CORO_DONE: it is then never resumed.
+ */
+void coro_switch(struct coro *from, struct coro *to);
+
+/* First call of a coroutine's entry, before anything else. */
+void coro_started(struct coro *c);
+
+/*
+ * The thread starts running coroutines: main is its own stack. Installs
+ * the guard-page handler (once per process) and a signal stack for this
+ * thread. Returns 0, or -1 with errno ENOMEM.
+ */
+int coro_thread_init(struct coro *main);
+
+/* The thread is exiting from its main coroutine: free its stack cache. */
+void coro_thread_exit(void);
 
 /* ---- sched.c: the per-thread scheduler ------------------------------ */
 
@@ -45,8 +149,46 @@ void sched_wake(struct coro *c);
 /* Has c been chan_cancel'ed? */
 int sched_cancelled(const struct coro *c);
 
-/* The thread's libevent base (created with the scheduler). */
+/*
+ * The thread's libevent base (created with the scheduler), or NULL with
+ * errno ENOMEM if the scheduler could not be created.
+ */
 struct event_base *sched_base(void);
+
+/*
+ * Notes on the functions above:
+ *
+ * A coroutine counts as parked from the entry of sched_park until it
+ * returns. Its deadline or a cancel may already have made it runnable
+ * with ETIMEDOUT/ECANCELED before it got to run again; a sched_wake in
+ * that window still counts and turns the result into 0 (the completion
+ * wins, nothing has seen the timeout yet). So after a non-zero result no
+ * completion callback for that park can still be pending in the
+ * scheduler; the caller only has to withdraw its registration (core_cancel,
+ * a CANCEL request). Two wakes in one park are asserted.
+ *
+ * If every coroutine of the thread is parked, nothing is runnable and no
+ * libevent event (nor a deadline) is pending, nothing can ever wake them:
+ * the process aborts with "chan: deadlock", as Go does.
+ */
+
+/*
+ * As sched_park, for an operation that can be withdrawn synchronously (a
+ * local channel's waiter): whenever the result is ETIMEDOUT or ECANCELED,
+ * withdraw(arg, result) has already been called, at the moment the
+ * deadline passed or chan_cancel was called and before any other coroutine
+ * ran, so the operation can no longer complete. withdraw runs on the
+ * scheduler's side, never inside a core done callback, so it may call
+ * core_cancel; it must not park.
+ */
+int sched_park_withdraw(int64_t deadline, int cancellable,
+                        void (*withdraw)(void *arg, int status), void *arg);
+
+/* Label the running coroutine's current wait ("recv", "send"...) for dumps. */
+void sched_label(const char *what);
+
+/* Print every coroutine of this thread (id, state, label) to stderr. */
+void sched_dump(void);
 
 /* ---- chan.c: one handle type, two kinds ------------------------------ */
 
