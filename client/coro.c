@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #ifdef CHAN_SANITIZERS
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 
@@ -296,6 +297,21 @@ void coro_free(struct coro *c)
         return;
     map = c->map;
     map_size = c->map_size;
+#ifdef CHAN_SANITIZERS
+    /*
+     * The frames that were live when it finished never returned, so their
+     * redzones are still poisoned; a later stack at this address (cached or
+     * mapped anew) would trip on them. A coroutine freed unfinished may have
+     * them anywhere.
+     */
+    {
+        const char *lo = c->asan_low ? c->asan_low - 256 : (const char *)c->asan_bottom;
+
+        if (lo < (const char *)c->asan_bottom)
+            lo = c->asan_bottom;
+        __asan_unpoison_memory_region(lo, (size_t)((const char *)c - lo));
+    }
+#endif
     if (map_size == coro_default_map && coro_ncached < CORO_CACHE) {
         /* The last word of the mapping links it into the cache. */
         struct coro_cached *k = (struct coro_cached *)(map + map_size) - 1;
@@ -312,6 +328,8 @@ void coro_switch(struct coro *from, struct coro *to)
 {
 #ifdef CHAN_SANITIZERS
     /* A finished coroutine's fake stack is released by passing NULL. */
+    if (from->state == CORO_DONE)
+        from->asan_low = __builtin_frame_address(0);
     __sanitizer_start_switch_fiber(from->state == CORO_DONE ? NULL : &from->asan_fake,
                                    to->asan_bottom, to->asan_size);
 #endif

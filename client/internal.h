@@ -89,6 +89,7 @@ struct coro {
     void *asan_fake;              /* ASan's fake stack while switched out */
     const void *asan_bottom;      /* the stack as ASan knows it */
     size_t asan_size;
+    const char *asan_low;         /* lowest live frame when it finished */
 #endif
 };
 

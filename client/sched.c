@@ -27,10 +27,6 @@
 
 #include <event2/event.h>
 
-#ifdef CHAN_SANITIZERS
-#include <sanitizer/asan_interface.h>
-#endif
-
 #include "internal.h"
 
 #define SCHED_POLL_EVERY 64   /* dispatches between checks of timers and I/O while busy */
@@ -655,10 +651,6 @@ static void sched_entry(void *arg)
         sched_wake(j->c);
     }
     s->zombie = c;
-#ifdef CHAN_SANITIZERS
-    /* Frames that never return leave poisoned shadow on a reusable stack. */
-    __asan_handle_no_return();
-#endif
     sched_run_next(s);
     sched_fail(__FILE__, __LINE__, "a finished coroutine was resumed");
 }
