@@ -353,7 +353,10 @@ struct req {
     TAILQ_ENTRY(req) clink;      /* conn->reqlist */
     struct chan *chan;           /* SEND/RECV: the channel (referenced) */
     struct core_waiter w;        /* SEND/RECV: the waiter */
-    /* SEND: messages[next..n) are still to go; slots the core took are NULL */
+    /*
+     * SEND: msgs[next..n) are still ours; msgs[next] rides in w and leaves
+     * us when w completes with 0, or when req_abandon finds it in flight.
+     */
     struct msg **msgs;           /* n slots (points at one or at the trailing array) */
     struct msg *one;             /* the slot of a single-message SEND */
     uint32_t nmsgs;              /* messages in the request */

@@ -136,8 +136,7 @@ static void op_send_step(struct req *r)
         }
         if (rc != CORE_PENDING)
             break;
-        if (r->w.state == CORE_W_INFLIGHT)
-            r->msgs[r->next] = NULL;
+        /* Queued or in flight, msgs[next] stays ours on paper; see req_abandon. */
         if (!block) {
             /* In flight though we may not wait: a nack then means "would block". */
             core_cancel(&r->w, EAGAIN);
@@ -498,11 +497,9 @@ void op_select(struct conn *c, Chanwire__ClientFrame *f)
         req_free(r);
         return;
     }
-    if (r->sel.fired >= 0) {
-        /* A send case went to an unbuffered channel's receiver: in flight until its ack. */
-        r->taken = 1;
-        if (s->timeout_ms == 0)
-            core_cancel(&r->cases[0], EAGAIN);
+    if (r->sel.fired >= 0 && s->timeout_ms == 0) {
+        /* A send case is in an unbuffered channel's receiver's hands; a nack means "would block". */
+        core_cancel(&r->cases[0], EAGAIN);
     }
     req_arm(r);
 }

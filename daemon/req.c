@@ -216,16 +216,24 @@ struct req *req_find(struct conn *c, uint64_t id)
     return e ? e->val : NULL;
 }
 
-/* Take every waiter of r out of the core without completing it. */
+/*
+ * Take every waiter of r out of the core without completing it. A send in
+ * flight (a cap-0 receiver holds its message unacked; the core may have
+ * moved it there from sendq without telling us) leaves its message with
+ * that receiver, so r gives up its ownership first.
+ */
 static void req_abandon(struct req *r)
 {
     if (r->kind == REQ_SELECT) {
+        if (r->sel.fired >= 0 && r->cases[r->sel.fired].state == CORE_W_INFLIGHT)
+            r->taken = 1;
         if (r->ncases > 0)
             core_abandon(&r->cases[0]);
-    } else {
-        /* An in-flight send's message stays with its receiver; its slot is already NULL. */
-        core_abandon(&r->w);
+        return;
     }
+    if (r->kind == REQ_SEND && r->w.state == CORE_W_INFLIGHT)
+        r->msgs[r->next] = NULL;
+    core_abandon(&r->w);
 }
 
 void req_detach_all(struct conn *c)
