@@ -1,0 +1,899 @@
+/*
+ * conn.c: a client's one connection to chand. Every coroutine's requests
+ * share it: each request gets a fresh id and its coroutine parks while the
+ * request sits in the pending table; the read callback files each reply
+ * and wakes exactly the coroutine that asked. Received messages are acked
+ * as soon as their bytes are in the process, in batches. When the
+ * connection drops it comes back with exponential backoff, and each waiting
+ * request either goes again (it had no side effect) or fails ECONNRESET.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <uuid/uuid.h>
+
+#include "remote.h"
+
+/* The broker's --max-msg default, until HELLO's reply says otherwise. */
+#define MAX_MSG_DEFAULT ((size_t)1 << 20)
+
+/* Acks held at most before they go out in a frame of their own (keeps headers small). */
+#define ACK_BATCH_MAX 4096
+
+#define CONN_ASSERT(cond)                                                              \
+    do {                                                                               \
+        if (!(cond)) {                                                                 \
+            fprintf(stderr, "%s:%d: libchanclient: %s failed\n", __FILE__, __LINE__, #cond); \
+            abort();                                                                   \
+        }                                                                              \
+    } while (0)
+
+static void conn_lost(struct chan_client *cl, int err);
+
+/* ---- the pending table ----------------------------------------------- */
+
+/* Ids are handed out in sequence, so their low bits spread them evenly. */
+static int conn_table_put(struct chan_client *cl, struct conn_req *r)
+{
+    if (cl->table_count >= cl->table_size) {
+        size_t size = cl->table_size ? cl->table_size * 2 : 64;
+        struct conn_req **t = calloc(size, sizeof *t);
+        if (t != NULL) {
+            for (size_t i = 0; i < cl->table_size; i++) {
+                struct conn_req *q, *next;
+                for (q = cl->table[i]; q != NULL; q = next) {
+                    next = q->hnext;
+                    q->hnext = t[q->id & (size - 1)];
+                    t[q->id & (size - 1)] = q;
+                }
+            }
+            free(cl->table);
+            cl->table = t;
+            cl->table_size = size;
+        } else if (cl->table_size == 0) {
+            return -1;
+        }
+        /* out of memory with a table in place: longer chains, still correct */
+    }
+    size_t b = r->id & (cl->table_size - 1);
+    r->hnext = cl->table[b];
+    cl->table[b] = r;
+    cl->table_count++;
+    return 0;
+}
+
+static struct conn_req *conn_table_take(struct chan_client *cl, uint64_t id)
+{
+    if (cl->table_size == 0)
+        return NULL;
+    for (struct conn_req **p = &cl->table[id & (cl->table_size - 1)]; *p != NULL; p = &(*p)->hnext) {
+        struct conn_req *r = *p;
+        if (r->id == id) {
+            *p = r->hnext;
+            r->hnext = NULL;
+            cl->table_count--;
+            return r;
+        }
+    }
+    return NULL;
+}
+
+/* ---- writing --------------------------------------------------------- */
+
+/*
+ * Append frame f with its payloads to the output, carrying every pending
+ * ack. Returns 0, or -1 with errno ENOTCONN (no connection) or ENOMEM.
+ */
+static int conn_write(struct chan_client *cl, Chanwire__ClientFrame *f,
+                      const struct wire_payload *pl, size_t npl)
+{
+    int rc;
+
+    if (cl->bev == NULL) {
+        errno = ENOTCONN;
+        return -1;
+    }
+    f->acks = cl->acks;
+    f->n_acks = cl->nacks;
+    rc = wire_put(bufferevent_get_output(cl->bev), &f->base, pl, npl);
+    f->acks = NULL;
+    f->n_acks = 0;
+    if (rc < 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    cl->nacks = 0;
+    return 0;
+}
+
+/* Send the NACKs and then the ACKs still pending; NACKs are requests (a fresh id, reply ignored). */
+static void conn_flush(struct chan_client *cl)
+{
+    if (cl->bev == NULL)
+        return;
+    if (cl->nnacks > 0) {
+        Chanwire__ClientFrame f = CHANWIRE__CLIENT_FRAME__INIT;
+        Chanwire__Tags t = CHANWIRE__TAGS__INIT;
+        t.tags = cl->nacks_tags;
+        t.n_tags = cl->nnacks;
+        f.id = ++cl->next_id;
+        f.body_case = CHANWIRE__CLIENT_FRAME__BODY_NACK;
+        f.nack = &t;
+        if (conn_write(cl, &f, NULL, 0) == 0)
+            cl->nnacks = 0;
+    }
+    if (cl->nacks > 0) {
+        Chanwire__ClientFrame f = CHANWIRE__CLIENT_FRAME__INIT;
+        conn_write(cl, &f, NULL, 0);
+    }
+}
+
+/* Grow a tag array to hold one more; 0, or -1 if memory ran out. */
+static int conn_tags_room(uint64_t **tags, size_t n, size_t *cap)
+{
+    if (n < *cap)
+        return 0;
+    size_t ncap = *cap ? *cap * 2 : 64;
+    uint64_t *t = realloc(*tags, ncap * sizeof *t);
+    if (t == NULL)
+        return -1;
+    *tags = t;
+    *cap = ncap;
+    return 0;
+}
+
+/*
+ * Settle a delivery: ack (the message is ours) or nack (nobody will take
+ * it: back to the head of its channel). Both go out by the end of the
+ * current read callback at the latest.
+ */
+static void conn_settle(struct chan_client *cl, uint64_t tag, int nack)
+{
+    if (nack) {
+        if (conn_tags_room(&cl->nacks_tags, cl->nnacks, &cl->nacks_cap) < 0) {
+            conn_flush(cl);
+            if (conn_tags_room(&cl->nacks_tags, cl->nnacks, &cl->nacks_cap) < 0)
+                return; /* the broker requeues it when the connection ends */
+        }
+        cl->nacks_tags[cl->nnacks++] = tag;
+        return;
+    }
+    if (cl->nacks >= ACK_BATCH_MAX || conn_tags_room(&cl->acks, cl->nacks, &cl->acks_cap) < 0) {
+        conn_flush(cl);
+        if (conn_tags_room(&cl->acks, cl->nacks, &cl->acks_cap) < 0)
+            return; /* the broker redelivers it after a reconnect: duplicate, not loss */
+    }
+    cl->acks[cl->nacks++] = tag;
+}
+
+/* ---- reading --------------------------------------------------------- */
+
+/* wire_take callback: copy one payload into a block of its own. */
+static int conn_take(void *arg, size_t index, struct evbuffer *src, size_t len)
+{
+    struct chan_client *cl = arg;
+    struct conn_blk *b;
+
+    (void)index;
+    if (cl->nrx == cl->rx_cap) {
+        size_t ncap = cl->rx_cap ? cl->rx_cap * 2 : 4;
+        struct conn_blk *rx = realloc(cl->rx, ncap * sizeof *rx);
+        if (rx == NULL)
+            return -1; /* breaks the stream; the broker requeues what we had not acked */
+        cl->rx = rx;
+        cl->rx_cap = ncap;
+    }
+    b = &cl->rx[cl->nrx++];
+    b->len = len;
+    b->data = malloc(len + 1);
+    if (b->data == NULL)
+        return 0; /* wire_take drains the bytes; the request gets ENOMEM, the message a NACK */
+    evbuffer_remove(src, b->data, len);
+    ((char *)b->data)[len] = '\0';
+    return 0;
+}
+
+static void conn_rx_free(struct chan_client *cl)
+{
+    for (size_t i = 0; i < cl->nrx; i++)
+        free(cl->rx[i].data);
+    cl->nrx = 0;
+}
+
+static void conn_wake_waiters(struct chan_client *cl, int result)
+{
+    struct conn_waiter *w;
+
+    while ((w = cl->waiters) != NULL) {
+        cl->waiters = w->next;
+        if (w->next != NULL)
+            w->next->prev = NULL;
+        w->next = w->prev = NULL;
+        w->result = result;
+        w->woken = 1;
+        sched_wake(w->co);
+    }
+}
+
+static void conn_hello_reply(struct chan_client *cl, Chanwire__ServerFrame *f)
+{
+    int status = f->status;
+
+    cl->hello_id = 0;
+    if (status == CHANWIRE__STATUS__STATUS_OK) {
+        if (f->body_case == CHANWIRE__SERVER_FRAME__BODY_HELLO && f->hello->max_msg > 0)
+            cl->max_msg = (size_t)f->hello->max_msg;
+        cl->state = CONN_READY;
+        cl->epoch++;
+        cl->backoff_ms = CONN_BACKOFF_MIN_MS;
+        evtimer_del(cl->retry_ev);
+        evtimer_del(cl->budget_ev);
+        conn_wake_waiters(cl, 0);
+        return;
+    }
+    if (status == CHANWIRE__STATUS__STATUS_UNAUTHORIZED) {
+        /* Retrying cannot help: tell everyone now. */
+        conn_lost(cl, EACCES);
+        evtimer_del(cl->retry_ev);
+        evtimer_del(cl->budget_ev);
+        cl->state = CONN_FAILED;
+        conn_wake_waiters(cl, EACCES);
+        return;
+    }
+    conn_lost(cl, wire_status_errno(status)); /* BUSY and the like: try again later */
+}
+
+/*
+ * File one reply: settle the deliveries it carries, then hand it to its
+ * request and wake that request's coroutine. Takes f and the rx blocks.
+ */
+static void conn_reply(struct chan_client *cl, Chanwire__ServerFrame *f)
+{
+    struct conn_req *r;
+    const uint64_t *tags = NULL;
+    size_t ntags = 0;
+    int nack;
+
+    if (f->id != 0 && f->id == cl->hello_id) {
+        conn_rx_free(cl);
+        conn_hello_reply(cl, f);
+        protobuf_c_message_free_unpacked(&f->base, NULL);
+        return;
+    }
+    r = f->id != 0 ? conn_table_take(cl, f->id) : NULL;
+    if (f->body_case == CHANWIRE__SERVER_FRAME__BODY_RECV) {
+        tags = f->recv->tags;
+        ntags = f->recv->n_tags;
+    } else if (f->body_case == CHANWIRE__SERVER_FRAME__BODY_SELECT && cl->nrx > 0) {
+        tags = &f->select->tag;
+        ntags = 1;
+    }
+
+    if (r == NULL) {
+        /*
+         * A reply to a CANCEL or NACK (nothing to do), or, with f->id 0, the
+         * broker's last word before it closes the connection.
+         */
+        for (size_t i = 0; i < ntags; i++)
+            conn_settle(cl, tags[i], 1);
+        conn_rx_free(cl);
+        int fatal = f->id == 0 && f->status != CHANWIRE__STATUS__STATUS_OK;
+        if (fatal)
+            fprintf(stderr, "libchanclient: broker closed the connection: %s\n",
+                    f->error != NULL && f->error[0] ? f->error : wire_status_text(f->status));
+        protobuf_c_message_free_unpacked(&f->base, NULL);
+        if (fatal)
+            conn_lost(cl, EPROTO);
+        return;
+    }
+
+    r->status = f->status;
+    r->reply = f;
+    r->err = 0;
+    if (ntags != cl->nrx && cl->nrx > 0)
+        r->err = EPROTO;
+    if (cl->nrx == 1) {
+        r->blk1 = cl->rx[0];
+        r->blk = &r->blk1;
+        r->nblk = 1;
+    } else if (cl->nrx > 1) {
+        r->blk = malloc(cl->nrx * sizeof *r->blk);
+        if (r->blk != NULL) {
+            memcpy(r->blk, cl->rx, cl->nrx * sizeof *r->blk);
+            r->nblk = cl->nrx;
+        } else {
+            r->err = ENOMEM;
+            conn_rx_free(cl);
+        }
+    }
+    for (size_t i = 0; i < r->nblk; i++)
+        if (r->blk[i].data == NULL)
+            r->err = ENOMEM;
+    cl->nrx = 0;
+
+    /* A message nobody will take goes back to the head of its channel. */
+    nack = r->gave_up || r->err != 0;
+    for (size_t i = 0; i < ntags; i++)
+        conn_settle(cl, tags[i], nack);
+    r->state = REQ_DONE;
+    sched_wake(r->co);
+}
+
+static void conn_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct chan_client *cl = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+
+    for (;;) {
+        ProtobufCMessage *hdr = NULL;
+        size_t np = 0, need = 0;
+        char err[160];
+        int rc;
+
+        cl->nrx = 0;
+        rc = wire_take(in, WIRE_FRAME_MAX(cl->max_msg), &chanwire__server_frame__descriptor, &hdr,
+                       conn_take, cl, &np, &need, err, sizeof err);
+        if (rc == 0) {
+            bufferevent_setwatermark(bev, EV_READ, need, 0);
+            break;
+        }
+        if (rc < 0) {
+            conn_rx_free(cl);
+            fprintf(stderr, "libchanclient: bad frame from broker: %s\n", err);
+            conn_lost(cl, EPROTO);
+            return;
+        }
+        conn_reply(cl, (Chanwire__ServerFrame *)hdr);
+        /* the reply may have ended this connection (an error frame, a refused HELLO) */
+        if (cl->bev != bev)
+            return;
+    }
+    /* Unbuffered senders wait for these: they never outlive this loop turn. */
+    conn_flush(cl);
+}
+
+/* ---- connection life ------------------------------------------------- */
+
+/*
+ * Forget the current connection: requests on it learn they were LOST and
+ * wake; acks not yet sent are moot (the broker requeues those messages).
+ */
+static void conn_drop(struct chan_client *cl)
+{
+    if (cl->bev != NULL) {
+        bufferevent_free(cl->bev);
+        cl->bev = NULL;
+    }
+    cl->hello_id = 0;
+    cl->nacks = 0;
+    cl->nnacks = 0;
+    conn_rx_free(cl);
+    for (size_t i = 0; i < cl->table_size; i++) {
+        struct conn_req *r;
+        while ((r = cl->table[i]) != NULL) {
+            cl->table[i] = r->hnext;
+            r->hnext = NULL;
+            r->state = REQ_LOST;
+            sched_wake(r->co);
+        }
+    }
+    cl->table_count = 0;
+}
+
+static void conn_backoff(struct chan_client *cl)
+{
+    struct timeval tv = {cl->backoff_ms / 1000, (cl->backoff_ms % 1000) * 1000};
+
+    cl->state = CONN_BACKOFF;
+    evtimer_add(cl->retry_ev, &tv);
+    cl->backoff_ms *= 2;
+    if (cl->backoff_ms > CONN_BACKOFF_MAX_MS)
+        cl->backoff_ms = CONN_BACKOFF_MAX_MS;
+}
+
+/* An outage begins: try at once, then back off, for at most retry_ms. */
+static void conn_outage_begin(struct chan_client *cl)
+{
+    struct timeval now = {0, 0};
+    struct timeval budget = {cl->retry_ms / 1000, (cl->retry_ms % 1000) * 1000};
+
+    cl->down_since = chan_now();
+    cl->backoff_ms = CONN_BACKOFF_MIN_MS;
+    cl->state = CONN_BACKOFF;
+    evtimer_add(cl->budget_ev, &budget);
+    evtimer_add(cl->retry_ev, &now);
+}
+
+static void conn_lost(struct chan_client *cl, int err)
+{
+    int was = cl->state;
+
+    conn_drop(cl);
+    cl->last_err = err;
+    if (was == CONN_READY)
+        conn_outage_begin(cl);
+    else if (was != CONN_FAILED)
+        conn_backoff(cl);
+}
+
+static void conn_connected(struct chan_client *cl)
+{
+    Chanwire__ClientFrame f = CHANWIRE__CLIENT_FRAME__INIT;
+    Chanwire__Hello h = CHANWIRE__HELLO__INIT;
+    int one = 1;
+
+    /* requests are small and latency-bound: never hold one back */
+    setsockopt(bufferevent_getfd(cl->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    h.version = WIRE_VERSION;
+    h.session.data = cl->session;
+    h.session.len = sizeof cl->session;
+    h.token = cl->token;
+    h.client_name = cl->name;
+    f.id = cl->hello_id = ++cl->next_id;
+    f.body_case = CHANWIRE__CLIENT_FRAME__BODY_HELLO;
+    f.hello = &h;
+    if (conn_write(cl, &f, NULL, 0) < 0) {
+        conn_lost(cl, ENOMEM);
+        return;
+    }
+    cl->state = CONN_HELLO;
+}
+
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct chan_client *cl = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+
+    (void)bev;
+    if (cl->in_connect) {
+        /* bufferevent_socket_connect reports some failures before it returns */
+        cl->connect_err = err ? err : ECONNREFUSED;
+        return;
+    }
+    if (what & BEV_EVENT_CONNECTED) {
+        conn_connected(cl);
+        return;
+    }
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+        if ((what & BEV_EVENT_EOF) || err == 0)
+            err = ECONNRESET;
+        conn_lost(cl, err);
+    }
+}
+
+static void conn_attempt(struct chan_client *cl)
+{
+    struct bufferevent *bev = bufferevent_socket_new(sched_base(), -1, BEV_OPT_CLOSE_ON_FREE);
+    int rc;
+
+    cl->state = CONN_CONNECTING;
+    if (bev == NULL) {
+        cl->last_err = ENOMEM;
+        conn_backoff(cl);
+        return;
+    }
+    bufferevent_setcb(bev, conn_read_cb, NULL, conn_event_cb, cl);
+    bufferevent_setwatermark(bev, EV_READ, WIRE_LEN_BYTES, 0);
+    cl->bev = bev;
+    cl->in_connect = 1;
+    cl->connect_err = 0;
+    errno = 0;
+    rc = bufferevent_socket_connect(bev, (struct sockaddr *)&cl->addr, (int)cl->addrlen);
+    cl->in_connect = 0;
+    if (rc < 0 || cl->connect_err != 0) {
+        int err = cl->connect_err ? cl->connect_err : errno ? errno : ECONNREFUSED;
+        conn_lost(cl, err);
+        return;
+    }
+    bufferevent_enable(bev, EV_READ);
+}
+
+static void conn_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    conn_attempt(arg);
+}
+
+/* The outage lasted retry_ms: give up until someone asks again. */
+static void conn_budget_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct chan_client *cl = arg;
+
+    (void)fd, (void)what;
+    if (cl->state == CONN_READY)
+        return;
+    conn_drop(cl);
+    evtimer_del(cl->retry_ev);
+    cl->state = CONN_FAILED;
+    conn_wake_waiters(cl, cl->last_err ? cl->last_err : ECONNREFUSED);
+}
+
+/*
+ * Park until the connection is READY. Returns 0, or an errno value:
+ * ETIMEDOUT / ECANCELED (the caller's deadline or cancel), EAGAIN
+ * (deadline 0 during a reconnect), EACCES, or the network error that ended
+ * the retry budget. A client that had given up starts a new outage.
+ */
+static int conn_wait_ready(struct chan_client *cl, int64_t deadline, int cancellable)
+{
+    while (cl->state != CONN_READY) {
+        int failed = cl->state == CONN_FAILED;
+        if (failed)
+            conn_outage_begin(cl);
+        if (deadline == 0)
+            return failed ? (cl->last_err ? cl->last_err : ENOTCONN) : EAGAIN;
+
+        struct conn_waiter w = {.co = sched_self()};
+        w.next = cl->waiters;
+        if (w.next != NULL)
+            w.next->prev = &w;
+        cl->waiters = &w;
+        sched_label("connect");
+        int rc = sched_park(deadline, cancellable);
+        if (w.woken) {
+            if (w.result != 0)
+                return w.result;
+            continue;
+        }
+        if (w.prev != NULL)
+            w.prev->next = w.next;
+        else
+            cl->waiters = w.next;
+        if (w.next != NULL)
+            w.next->prev = w.prev;
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---- requests -------------------------------------------------------- */
+
+void conn_req_init(struct conn_req *r, Chanwire__ClientFrame *f, const struct wire_payload *pl,
+                   size_t npl, int64_t *timeout, int64_t deadline, unsigned flags)
+{
+    memset(r, 0, sizeof *r);
+    r->frame = f;
+    r->pl = pl;
+    r->npl = npl;
+    r->timeout = timeout;
+    r->deadline = deadline;
+    r->flags = flags;
+}
+
+void conn_req_done(struct conn_req *r)
+{
+    if (r->reply != NULL)
+        protobuf_c_message_free_unpacked(&r->reply->base, NULL);
+    r->reply = NULL;
+    for (size_t i = 0; i < r->nblk; i++)
+        free(r->blk[i].data);
+    if (r->blk != NULL && r->blk != &r->blk1)
+        free(r->blk);
+    r->blk = NULL;
+    r->nblk = 0;
+}
+
+/* The broker enforces deadlines; it gets what is left, at least 1 ms when any was asked. */
+static int64_t conn_timeout(int64_t deadline)
+{
+    if (deadline < 0)
+        return -1;
+    if (deadline == 0)
+        return 0;
+    int64_t left = deadline - chan_now();
+    return left < 1 ? 1 : left;
+}
+
+/* Withdraw r at the broker; its reply (CANCELED, or the completion that won) still comes. */
+static void conn_cancel(struct chan_client *cl, struct conn_req *r)
+{
+    Chanwire__ClientFrame f = CHANWIRE__CLIENT_FRAME__INIT;
+    Chanwire__Cancel c = CHANWIRE__CANCEL__INIT;
+
+    c.target = r->id;
+    f.id = ++cl->next_id;
+    f.body_case = CHANWIRE__CLIENT_FRAME__BODY_CANCEL;
+    f.cancel = &c;
+    conn_write(cl, &f, NULL, 0);
+    r->cancel_sent = 1;
+}
+
+/* Put r on the current (READY) connection. 0, or -1 with errno ENOMEM. */
+static int conn_send(struct chan_client *cl, struct conn_req *r)
+{
+    if (r->timeout != NULL)
+        *r->timeout = conn_timeout(r->deadline);
+    r->id = ++cl->next_id;
+    r->frame->id = r->id;
+    if (conn_table_put(cl, r) < 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    if (conn_write(cl, r->frame, r->pl, r->npl) < 0) {
+        int err = errno;
+        conn_table_take(cl, r->id);
+        errno = err;
+        return -1;
+    }
+    r->state = REQ_SENT;
+    r->sent = 1;
+    r->cancel_sent = 0;
+    return 0;
+}
+
+/*
+ * Park until r is DONE or LOST. The broker enforces the deadline; if no
+ * reply has come a grace period past it, the connection may be fine but
+ * the reply lost in some queue: ask for a CANCEL and keep waiting, since
+ * exactly one reply is coming. A cancelled caller withdraws the request
+ * the same way and then waits without being cancellable, so whatever the
+ * reply delivered can be given back.
+ */
+static void conn_await(struct chan_client *cl, struct conn_req *r)
+{
+    int64_t safety = -1;
+
+    if (r->deadline >= 0) {
+        int64_t now = chan_now();
+        safety = (r->deadline > now ? r->deadline : now) + CONN_GRACE_MS;
+    }
+    while (r->state == REQ_SENT) {
+        int rc = sched_park(r->cancel_sent ? -1 : safety, !r->gave_up);
+        if (r->state != REQ_SENT)
+            break;
+        if (rc == ECANCELED) {
+            r->gave_up = 1;
+            if (!r->cancel_sent)
+                conn_cancel(cl, r);
+        } else if (rc == ETIMEDOUT && !r->cancel_sent) {
+            conn_cancel(cl, r);
+        }
+    }
+}
+
+int conn_call(struct chan_client *cl, struct conn_req *r)
+{
+    int rc;
+
+    r->co = sched_self();
+    if (sched_cancelled(r->co)) {
+        errno = ECANCELED;
+        return -1;
+    }
+    for (;;) {
+        rc = conn_wait_ready(cl, r->deadline, 1);
+        if (rc != 0) {
+            switch (rc) {
+            case ECANCELED:
+            case ETIMEDOUT:
+            case EAGAIN:
+            case EACCES:
+            case ENOMEM:
+                break;
+            default:
+                rc = r->sent ? ECONNRESET : ENOTCONN;
+            }
+            errno = rc;
+            return -1;
+        }
+        /* a broker that restarted numbers its channels afresh */
+        if ((r->flags & REQ_BOUND) && r->epoch != cl->epoch)
+            return 1;
+        if (conn_send(cl, r) < 0)
+            return -1;
+        conn_await(cl, r);
+        if (r->state == REQ_DONE)
+            break;
+        /* LOST with the connection: the broker withdrew it, unless it had already happened */
+        r->state = REQ_IDLE;
+        r->id = 0;
+        if (!(r->flags & REQ_RETRY_SAFE)) {
+            errno = ECONNRESET;
+            return -1;
+        }
+        if (r->gave_up) {
+            errno = ECANCELED;
+            return -1;
+        }
+    }
+    if (r->err != 0) {
+        errno = r->err;
+        return -1;
+    }
+    /* our own safety CANCEL: for the caller that is a timeout */
+    if (r->status == CHANWIRE__STATUS__STATUS_CANCELED && !r->gave_up)
+        r->status = CHANWIRE__STATUS__STATUS_TIMEDOUT;
+    /* a broker clock a hair ahead of ours must not end a call before its deadline */
+    if (r->status == CHANWIRE__STATUS__STATUS_TIMEDOUT && r->deadline > 0)
+        while (chan_now() < r->deadline)
+            sched_park(r->deadline, 0);
+    return 0;
+}
+
+/* ---- the client ------------------------------------------------------ */
+
+/* "host:port" or "[v6]:port" into cl->addr. 0, or -1 (EINVAL). */
+static int conn_resolve(struct chan_client *cl, const char *addr)
+{
+    char host[256];
+    const char *port, *end;
+    size_t hlen;
+    struct addrinfo hints, *res = NULL;
+
+    if (addr[0] == '[') {
+        end = strchr(addr, ']');
+        if (end == NULL || end[1] != ':')
+            return -1;
+        hlen = (size_t)(end - addr - 1);
+        if (hlen == 0 || hlen >= sizeof host)
+            return -1;
+        memcpy(host, addr + 1, hlen);
+        port = end + 2;
+    } else {
+        end = strrchr(addr, ':');
+        if (end == NULL)
+            return -1;
+        hlen = (size_t)(end - addr);
+        if (hlen == 0 || hlen >= sizeof host || memchr(addr, ':', hlen) != NULL)
+            return -1;
+        memcpy(host, addr, hlen);
+        port = end + 1;
+    }
+    host[hlen] = '\0';
+    if (port[0] == '\0' || strspn(port, "0123456789") != strlen(port) || strlen(port) > 5 ||
+        atoi(port) < 1 || atoi(port) > 65535)
+        return -1;
+
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    if (getaddrinfo(host, port, &hints, &res) != 0 || res == NULL)
+        return -1;
+    memcpy(&cl->addr, res->ai_addr, res->ai_addrlen);
+    cl->addrlen = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+/*
+ * The connection is about to close: write what is queued now (acks above
+ * all, or the broker would deliver those messages again), bypassing the
+ * loop, then end our side cleanly. Best effort: a full socket buffer or a
+ * dead peer loses only acks, which means redelivery, never loss.
+ */
+static void conn_write_now(struct chan_client *cl)
+{
+    struct evbuffer *out = bufferevent_get_output(cl->bev);
+    evutil_socket_t fd = bufferevent_getfd(cl->bev);
+    struct evbuffer_iovec v[16];
+    struct iovec iov[16];
+    struct msghdr mh;
+    char sink[1024];
+    int n;
+
+    if (fd < 0 || cl->state != CONN_READY)
+        return;
+    conn_flush(cl);
+    /* the bufferevent owns the drain side of out: read it in place, never drain it */
+    n = evbuffer_peek(out, -1, NULL, v, 16);
+    if (n > 16)
+        n = 16;
+    for (int i = 0; i < n; i++) {
+        iov[i].iov_base = v[i].iov_base;
+        iov[i].iov_len = v[i].iov_len;
+    }
+    memset(&mh, 0, sizeof mh);
+    mh.msg_iov = iov;
+    mh.msg_iovlen = (size_t)n;
+    if (n > 0)
+        sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    shutdown(fd, SHUT_WR);
+    /* unread input at close makes the kernel reset the connection, which can drop what we just sent */
+    while (recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0)
+        ;
+}
+
+/* Free everything of cl; no coroutine may still wait on it. */
+static void conn_free(struct chan_client *cl)
+{
+    CONN_ASSERT(cl->table_count == 0 && cl->waiters == NULL);
+    if (cl->bev != NULL)
+        conn_write_now(cl);
+    conn_drop(cl);
+    if (cl->retry_ev != NULL)
+        event_free(cl->retry_ev);
+    if (cl->budget_ev != NULL)
+        event_free(cl->budget_ev);
+    free(cl->table);
+    free(cl->acks);
+    free(cl->nacks_tags);
+    free(cl->rx);
+    free(cl->token);
+    free(cl->name);
+    free(cl);
+}
+
+/*
+ * libevent writes to sockets with writev, which raises SIGPIPE when the
+ * broker has gone; by default that would kill the program. Unless the
+ * program chose a disposition of its own, the first chan_connect ignores
+ * SIGPIPE (the write then fails with EPIPE and the connection is retried).
+ */
+static void conn_sigpipe(void)
+{
+    struct sigaction sa;
+
+    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL && !(sa.sa_flags & SA_SIGINFO)) {
+        sa.sa_handler = SIG_IGN;
+        sigaction(SIGPIPE, &sa, NULL);
+    }
+}
+
+chan_client_t *chan_connect(const char *addrs, const struct chan_opts *opts)
+{
+    struct event_base *base = sched_base();
+    struct chan_client *cl;
+    const char *name;
+    int rc;
+
+    if (base == NULL)
+        return NULL;
+    conn_sigpipe();
+    if (addrs == NULL || (opts != NULL && opts->retry_ms < 0)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (strchr(addrs, ',') != NULL) {
+        errno = ENOTSUP; /* sharding over several brokers arrives with the scale-out work */
+        return NULL;
+    }
+    cl = calloc(1, sizeof *cl);
+    if (cl == NULL)
+        return NULL;
+    if (conn_resolve(cl, addrs) < 0) {
+        free(cl);
+        errno = EINVAL;
+        return NULL;
+    }
+    name = opts != NULL && opts->client_name != NULL ? opts->client_name : program_invocation_short_name;
+    cl->token = strdup(opts != NULL && opts->token != NULL ? opts->token : "");
+    cl->name = strdup(name != NULL ? name : "");
+    cl->retry_ms = opts != NULL && opts->retry_ms > 0 ? opts->retry_ms : CONN_RETRY_DEFAULT_MS;
+    cl->max_msg = MAX_MSG_DEFAULT;
+    cl->retry_ev = evtimer_new(base, conn_retry_cb, cl);
+    cl->budget_ev = evtimer_new(base, conn_budget_cb, cl);
+    if (cl->token == NULL || cl->name == NULL || cl->retry_ev == NULL || cl->budget_ev == NULL) {
+        conn_free(cl);
+        errno = ENOMEM;
+        return NULL;
+    }
+    uuid_generate(cl->session);
+
+    conn_outage_begin(cl);
+    rc = conn_wait_ready(cl, -1, 1);
+    if (rc != 0) {
+        conn_free(cl);
+        errno = rc;
+        return NULL;
+    }
+    return cl;
+}
+
+void chan_disconnect(chan_client_t *cl)
+{
+    if (cl != NULL)
+        conn_free(cl);
+}

@@ -1,0 +1,172 @@
+/*
+ * remote.h: private to conn.c (the client's one connection to chand) and
+ * remote.c (channels hosted by chand, built on that connection). Nothing
+ * here is installed.
+ *
+ * Contents:
+ *   struct conn_blk     one received payload, copied out of the socket
+ *   struct conn_req     one request of one coroutine, on that coroutine's stack
+ *   struct conn_waiter  a coroutine waiting for the connection to be up
+ *   struct chan_client  the client: address, options, connection, pending table
+ *   conn_call           send a request and wait for its reply
+ */
+#ifndef CHAN_REMOTE_H
+#define CHAN_REMOTE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "internal.h"
+#include "wire.h"
+
+struct bufferevent;
+struct event;
+
+/* Extra time past a request's deadline before the client CANCELs it itself. */
+#define CONN_GRACE_MS 2000
+
+/* Reconnect backoff: first retry, then doubling up to the cap (ms). */
+#define CONN_BACKOFF_MIN_MS 10
+#define CONN_BACKOFF_MAX_MS 500
+
+/* chan_opts.retry_ms when zero. */
+#define CONN_RETRY_DEFAULT_MS 5000
+
+/* ---- conn.c ---------------------------------------------------------- */
+
+/*
+ * A payload copied out of the socket: one malloc'd block of len + 1 bytes,
+ * NUL-terminated, the form chan_msg_free releases (priv_owner = data).
+ */
+struct conn_blk {
+    void *data;                   /* NULL if the copy failed for want of memory */
+    size_t len;                   /* payload bytes */
+};
+
+enum conn_req_state {
+    REQ_IDLE = 0,   /* not on the wire (new, or its connection was lost) */
+    REQ_SENT,       /* in the pending table, its caller parked */
+    REQ_DONE,       /* the reply is in reply/blk */
+    REQ_LOST,       /* its connection dropped before the reply */
+    REQ_STATE_MAX
+};
+
+/* conn_req.flags */
+#define REQ_RETRY_SAFE 0x1u  /* may be sent again on a new connection (no side effect) */
+#define REQ_BOUND 0x2u       /* names channel handles known good on connection `epoch` only */
+
+/*
+ * One request. Lives on the caller's stack for the whole conn_call; the
+ * frame, its body and the payloads it points at are the caller's too.
+ * Ownership of the reply: conn_call hands reply and blk to the caller, who
+ * takes what it keeps (setting blk[i].data to NULL) and calls conn_req_done,
+ * which frees the rest.
+ */
+struct conn_req {
+    struct conn_req *hnext;       /* pending table chain */
+    uint64_t id;                  /* id on the current connection, 0 if none */
+    struct coro *co;              /* the caller */
+    Chanwire__ClientFrame *frame; /* the request (acks are filled in at each send) */
+    const struct wire_payload *pl;/* payloads of the frame, npl of them */
+    size_t npl;
+    int64_t *timeout;             /* body's timeout_ms, refreshed from deadline at each send; or NULL */
+    int64_t deadline;             /* absolute chan_now() ms; -1 never, 0 do not block */
+    unsigned flags;               /* REQ_* */
+    uint64_t epoch;               /* REQ_BOUND: the connection its handles were checked on */
+    int state;                    /* enum conn_req_state */
+    int sent;                     /* was on a connection at least once */
+    int gave_up;                  /* the caller was cancelled: any message delivered is NACKed */
+    int cancel_sent;              /* a CANCEL for this request went out */
+    int status;                   /* the reply's status (Chanwire__Status), once DONE */
+    int err;                      /* DONE with a local failure (ENOMEM), else 0 */
+    Chanwire__ServerFrame *reply; /* the reply header, owned until conn_req_done */
+    struct conn_blk *blk;         /* its payloads, nblk of them */
+    size_t nblk;
+    struct conn_blk blk1;         /* storage for the common single payload */
+};
+
+/* A coroutine waiting for the connection (chan_connect, or a request while it is down). */
+struct conn_waiter {
+    struct conn_waiter *next;
+    struct conn_waiter *prev;
+    struct coro *co;
+    int result;                   /* set when woken: 0 up, else an errno value */
+    int woken;
+};
+
+enum conn_state {
+    CONN_FAILED = 0,  /* no connection and no attempt under way (budget spent, or refused) */
+    CONN_BACKOFF,     /* waiting for the next attempt */
+    CONN_CONNECTING,  /* TCP connect in progress */
+    CONN_HELLO,       /* HELLO sent, reply awaited */
+    CONN_READY,       /* requests may go */
+    CONN_STATE_MAX
+};
+
+/*
+ * The client. Owned by chan_connect's caller until chan_disconnect; the
+ * bufferevent, timers, copies of the options and the arrays are its own.
+ */
+struct chan_client {
+    struct sockaddr_storage addr; /* the broker, resolved once at chan_connect */
+    socklen_t addrlen;
+    char *token;                  /* HELLO token, "" if none (owned) */
+    char *name;                   /* HELLO client_name (owned) */
+    int64_t retry_ms;             /* reconnect budget per outage */
+    unsigned char session[16];    /* session UUID, fixed for the client's life */
+
+    int state;                    /* enum conn_state */
+    struct bufferevent *bev;      /* the connection, or NULL */
+    uint64_t epoch;               /* count of connections that reached READY */
+    uint64_t next_id;             /* last request id handed out */
+    uint64_t hello_id;            /* id of the HELLO on the current connection */
+    size_t max_msg;               /* the broker's message limit (bytes) */
+    int last_err;                 /* why the last attempt or connection failed (errno) */
+    int in_connect;               /* inside bufferevent_socket_connect */
+    int connect_err;              /* an error reported synchronously during it */
+
+    int64_t down_since;           /* chan_now() when the current outage began */
+    int64_t backoff_ms;           /* delay before the next attempt */
+    struct event *retry_ev;       /* next attempt */
+    struct event *budget_ev;      /* end of the outage's retry budget */
+
+    struct conn_req **table;      /* pending requests by id, chained */
+    size_t table_size;            /* buckets, a power of two */
+    size_t table_count;           /* requests in it */
+
+    struct conn_waiter *waiters;  /* coroutines waiting for READY, a list */
+
+    uint64_t *acks;               /* delivery tags to ACK with the next frame */
+    size_t nacks, acks_cap;
+    uint64_t *nacks_tags;         /* delivery tags to NACK (their takers gave up) */
+    size_t nnacks, nacks_cap;
+
+    struct conn_blk *rx;          /* payloads of the frame being taken */
+    size_t nrx, rx_cap;
+};
+
+/* Prepare r for a request of frame f (payloads pl[0..npl)) due by deadline. */
+void conn_req_init(struct conn_req *r, Chanwire__ClientFrame *f, const struct wire_payload *pl,
+                   size_t npl, int64_t *timeout, int64_t deadline, unsigned flags);
+
+/*
+ * Send r and park until its reply. Returns 1, without sending, when r is
+ * REQ_BOUND and the connection is no longer r->epoch: the caller checks
+ * its handles again and builds a new request. Returns 0 with r->status, r->reply and
+ * r->blk set; the reply may be any status, and if r->gave_up is set the
+ * caller was cancelled meanwhile (delivered messages were already NACKed,
+ * a completed SEND stays completed). Returns -1 with errno ECANCELED
+ * (cancelled before anything could happen), ETIMEDOUT (the broker could
+ * not be reached before the deadline), ENOTCONN (the broker could not be
+ * reached within the retry budget), ECONNRESET (the connection dropped
+ * and the request was not safe to send again, or it was and the broker did
+ * not come back), EACCES, ENOMEM. Either way call conn_req_done after.
+ * A reply TIMEDOUT never comes back before the deadline.
+ */
+int conn_call(struct chan_client *cl, struct conn_req *r);
+
+/* Free what r still owns of its reply. */
+void conn_req_done(struct conn_req *r);
+
+#endif /* CHAN_REMOTE_H */
