@@ -226,6 +226,31 @@ START_TEST(test_close_semantics_over_the_wire)
 }
 END_TEST
 
+START_TEST(test_largest_message_round_trips_and_larger_is_refused)
+{
+    const size_t max = (size_t)1 << 20; /* chand's default --max-msg */
+    chan_client_t *cl = connect_ok(0);
+    chan_t *ch = open_ok(cl, "big", 1);
+    char *buf = malloc(max + 1);
+    chan_msg_t m;
+
+    ck_assert_ptr_nonnull(buf);
+    for (size_t i = 0; i <= max; i++)
+        buf[i] = (char)('a' + i % 26);
+    ck_assert_int_eq(chan_send(ch, buf, max + 1, 0), -1);
+    ck_assert_int_eq(errno, EMSGSIZE);
+    ck_assert_int_eq(chan_send(ch, buf, max, chan_now() + SOON), 0);
+    ck_assert_int_eq(chan_recv(ch, &m, chan_now() + SOON), 1);
+    ck_assert_uint_eq(m.len, max);
+    ck_assert_int_eq(memcmp(m.data, buf, max), 0);
+    ck_assert_int_eq(((char *)m.data)[max], '\0');
+    chan_msg_free(&m);
+    free(buf);
+    chan_free(ch);
+    chan_disconnect(cl);
+}
+END_TEST
+
 /* The child half of the two-process test: an unbuffered producer. */
 static int produce(int n)
 {
@@ -550,6 +575,70 @@ START_TEST(test_message_racing_a_cancel_is_given_back)
 }
 END_TEST
 
+struct blocked_send {
+    chan_t *ch;
+    int rc;
+    int err;
+};
+
+static void send_forever(void *arg)
+{
+    struct blocked_send *b = arg;
+    b->rc = chan_send(b->ch, "sent", 4, -1);
+    b->err = errno;
+}
+
+START_TEST(test_cancelled_send_is_not_delivered)
+{
+    chan_client_t *cl = connect_ok(0);
+    chan_t *ch = open_ok(cl, "fullsend", 1);
+    struct blocked_send b = {.ch = ch};
+    chan_msg_t m;
+
+    ck_assert_int_eq(chan_send(ch, "first", 5, 0), 0);
+    int cr = chan_go(send_forever, &b);
+    wait_blocked(cl, "fullsend", 0, 1);
+    ck_assert_int_eq(chan_cancel(cr), 0);
+    ck_assert_int_eq(chan_join(cr, chan_now() + SOON), 0);
+    ck_assert_int_eq(b.rc, -1);
+    ck_assert_int_eq(b.err, ECANCELED);
+    wait_blocked(cl, "fullsend", 0, 0);
+    recv_str(ch, "first");
+    ck_assert_int_eq(chan_recv(ch, &m, 0), -1);
+    ck_assert_int_eq(errno, EAGAIN);
+    chan_free(ch);
+    chan_disconnect(cl);
+}
+END_TEST
+
+/*
+ * An unbuffered send whose receiver took the message before the CANCEL
+ * reached the broker was delivered, so it reports success: never both
+ * delivered and failed.
+ */
+START_TEST(test_send_completed_before_its_cancel_reports_success)
+{
+    chan_client_t *cl = connect_ok(0);
+    chan_t *ch = open_ok(cl, "rendezvous", 0);
+    struct blocked_send s = {.ch = ch};
+    struct blocked_recv r = {.ch = ch};
+
+    int sc = chan_go(send_forever, &s);
+    wait_blocked(cl, "rendezvous", 0, 1);
+    int rc = chan_go(recv_forever, &r);
+    chan_yield(); /* the RECV goes out first, the sender's CANCEL right behind it */
+    ck_assert_int_eq(chan_cancel(sc), 0);
+    ck_assert_int_eq(chan_join(sc, chan_now() + SOON), 0);
+    ck_assert_int_eq(chan_join(rc, chan_now() + SOON), 0);
+    ck_assert_int_eq(r.rc, 1);
+    ck_assert_str_eq(r.msg.data, "sent");
+    chan_msg_free(&r.msg);
+    ck_assert_msg(s.rc == 0, "delivered send reported %d (%s)", s.rc, strerror(s.err));
+    chan_free(ch);
+    chan_disconnect(cl);
+}
+END_TEST
+
 /* ---- a broker that goes away ----------------------------------------- */
 
 struct timed_op {
@@ -735,6 +824,7 @@ static Suite *remote_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 20);
     tcase_add_test(tc, test_close_semantics_over_the_wire);
+    tcase_add_test(tc, test_largest_message_round_trips_and_larger_is_refused);
     tcase_add_test(tc, test_two_processes_rendezvous_in_order);
     tcase_add_test(tc, test_hundred_coroutines_share_one_connection);
     tcase_add_test(tc, test_select_over_two_remote_channels);
@@ -746,6 +836,8 @@ static Suite *remote_suite(void)
     tcase_set_timeout(tc, 10);
     tcase_add_test(tc, test_cancelled_recv_loses_no_message);
     tcase_add_test(tc, test_message_racing_a_cancel_is_given_back);
+    tcase_add_test(tc, test_cancelled_send_is_not_delivered);
+    tcase_add_test(tc, test_send_completed_before_its_cancel_reports_success);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("outage");
