@@ -615,8 +615,8 @@ void sched_dump(void)
         const struct coro *c;
 
         for (c = s->table[i]; c; c = c->hnext) {
-            fprintf(stderr, "  %6d %-8s %-8s", c->id, sched_state_names[c->state],
-                    c->what ? c->what : "-");
+            fprintf(stderr, "  %6d %-8s %-14s", c->id, sched_state_names[c->state],
+                    c->state == CORO_PARKED && c->what ? c->what : "-");
             if (c->stack_size)
                 fprintf(stderr, " stack %zu KiB", c->stack_size / 1024);
             if (c->state == CORO_PARKED && c->deadline >= 0)

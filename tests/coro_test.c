@@ -7,6 +7,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fenv.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -554,9 +555,76 @@ START_TEST(test_sigquit_dumps_coroutines_when_asked)
 }
 END_TEST
 
+/* ---- threads --------------------------------------------------------- */
+
+struct thread_run {
+    int ids_ok;     /* coroutine ids started at 2 in this thread */
+    long sum;       /* what its coroutines sent to its main */
+};
+
+static void thread_sender_fn(void *arg)
+{
+    chan_t *ch = arg;
+    int me = chan_self();
+
+    chan_send(ch, &me, sizeof me, -1);
+}
+
+static void *thread_main(void *arg)
+{
+    struct thread_run *tr = arg;
+    chan_t *ch = chan_make(0);
+    chan_msg_t m;
+    int i, first = 0;
+
+    for (i = 0; i < 50; i++) {
+        int id = chan_go(thread_sender_fn, ch);
+
+        if (i == 0)
+            first = id;
+    }
+    tr->ids_ok = chan_self() == 1 && first == 2;
+    for (i = 0; i < 50; i++) {
+        if (chan_recv(ch, &m, chan_now() + 5000) != 1)
+            break;
+        tr->sum += *(int *)m.data;
+        chan_msg_free(&m);
+    }
+    chan_sleep(chan_now() + 2);
+    chan_free(ch);
+    return NULL;
+}
+
+START_TEST(test_each_thread_has_its_own_scheduler)
+{
+    pthread_t th[2];
+    struct thread_run tr[2];
+    int i, mine = chan_go(noop_fn, NULL); /* this thread's ids are its own */
+
+    memset(tr, 0, sizeof tr);
+    for (i = 0; i < 2; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, thread_main, &tr[i]), 0);
+    for (i = 0; i < 2; i++) {
+        ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+        ck_assert_int_eq(tr[i].ids_ok, 1);
+        ck_assert_int_eq(tr[i].sum, 50 * (2 + 51) / 2); /* ids 2..51 */
+    }
+    ck_assert_int_eq(mine, 2);
+    ck_assert_int_eq(chan_join(mine, -1), 0);
+}
+END_TEST
+
 /* ---- scale and cost -------------------------------------------------- */
 
+/*
+ * ASan's swapcontext interceptor clears the shadow of the whole target
+ * stack on every switch; only that debugging combination gets fewer.
+ */
+#if defined(CHAN_CTX_UCONTEXT) && defined(CHAN_SANITIZERS)
+#define PARKED 20000
+#else
 #define PARKED 100000
+#endif
 
 static int parked_done;
 
@@ -690,8 +758,14 @@ static Suite *coro_suite(void)
     tcase_add_test(tc, test_sigquit_dumps_coroutines_when_asked);
     suite_add_tcase(s, tc);
 
+    tc = tcase_create("threads");
+    tcase_set_timeout(tc, 20);
+    tcase_add_test(tc, test_each_thread_has_its_own_scheduler);
+    suite_add_tcase(s, tc);
+
+    /* Page faults dominate here; a loaded 2-core machine under ASan needs room. */
     tc = tcase_create("scale");
-    tcase_set_timeout(tc, 60);
+    tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_100k_coroutines_park_on_channels_and_all_finish);
     tcase_add_test(tc, test_measure_spawn_and_join);
     tcase_add_test(tc, test_measure_switch);
