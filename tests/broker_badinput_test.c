@@ -209,6 +209,7 @@ START_TEST(test_bad_input_closes_only_that_connection)
     uint64_t hc, hheld = 0, xheld;
     int rc;
 
+    fprintf(stderr, "bad input %d: %s\n", _i, bad->what);
     tc_server_start(&srv, NULL);
     h = tc_connect_hello(srv.port);
     TC_ASSERT_STATUS(tc_open(h, "ok", 1, &hc), ST(OK));

@@ -111,6 +111,52 @@ START_TEST(test_thousand_connections_all_complete)
 }
 END_TEST
 
+START_TEST(test_connections_over_max_conns_are_refused_busy)
+{
+    struct tc_server srv;
+    struct tc_conn *a, *b, *c = NULL;
+    struct tc_reply r;
+    int64_t deadline;
+    int rc;
+
+    tc_server_start(&srv, "--max-conns", "2", NULL);
+    a = tc_connect_hello(srv.port);
+    b = tc_connect_hello(srv.port);
+    c = tc_connect(srv.port);
+    rc = tc_read(c, TC_REPLY_MS, &r);
+    ck_assert_msg(rc == 1, "third connection got %s instead of a BUSY frame", rc == 0 ? "silence" : "a close");
+    TC_ASSERT_STATUS(r.f->status, ST(BUSY));
+    tc_reply_free(&r);
+    ck_assert_msg(tc_closed_within(c, TC_REPLY_MS), "refused connection was not closed");
+    tc_conn_free(c);
+    /* the two admitted ones are untouched */
+    TC_ASSERT_STATUS(tc_open(b, "still", 0, NULL), ST(OK));
+
+    /* once one leaves, a newcomer gets in (the broker notices the close soon) */
+    tc_conn_free(a);
+    deadline = tc_now_ms() + TC_REPLY_MS;
+    for (;;) {
+        c = tc_connect(srv.port);
+        uint64_t id = tc_hello_start(c);
+        rc = tc_wait(c, id, TC_REPLY_MS, &r);
+        ck_assert_msg(rc == 1, "no answer to HELLO");
+        int st = r.f->status;
+        tc_reply_free(&r);
+        if (st == ST(OK))
+            break;
+        TC_ASSERT_STATUS(st, ST(BUSY));
+        tc_conn_free(c);
+        ck_assert_msg(tc_now_ms() < deadline, "still BUSY %d ms after a connection closed", TC_REPLY_MS);
+        struct pollfd none;
+        poll(&none, 0, 5);
+    }
+    TC_ASSERT_STATUS(tc_open(c, "still", 0, NULL), ST(OK));
+    tc_conn_free(b);
+    tc_conn_free(c);
+    tc_server_stop_ok(&srv);
+}
+END_TEST
+
 static Suite *conns_suite(void)
 {
     Suite *s = suite_create("broker_conns");
@@ -118,6 +164,11 @@ static Suite *conns_suite(void)
 
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_thousand_connections_all_complete);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("limit");
+    tcase_set_timeout(tc, 20);
+    tcase_add_test(tc, test_connections_over_max_conns_are_refused_busy);
     suite_add_tcase(s, tc);
     return s;
 }

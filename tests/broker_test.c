@@ -436,6 +436,147 @@ START_TEST(test_delete_fails_blocked_ops_and_stales_handles)
 }
 END_TEST
 
+START_TEST(test_send_many_and_recv_many_keep_order)
+{
+    struct tc_server srv;
+    struct tc_conn *a;
+    struct tc_reply r;
+    uint64_t ch, id;
+    Chanwire__ClientFrame f = CHANWIRE__CLIENT_FRAME__INIT;
+    Chanwire__Send s = CHANWIRE__SEND__INIT;
+    Chanwire__Recv rv = CHANWIRE__RECV__INIT;
+    struct wire_payload pl[3] = {{.data = "one", .len = 3}, {.data = "", .len = 0}, {.data = "three", .len = 5}};
+    static const char *const want[3] = {"one", "", "three"};
+
+    tc_server_start(&srv, NULL);
+    a = tc_connect_hello(srv.port);
+    TC_ASSERT_STATUS(tc_open(a, "many", 5, &ch), ST(OK));
+
+    s.chan = ch;
+    s.timeout_ms = -1;
+    f.body_case = CHANWIRE__CLIENT_FRAME__BODY_SEND;
+    f.send = &s;
+    id = tc_request_start(a, &f, pl, 3);
+    TC_ASSERT_STATUS(tc_must_wait(a, id, &r), ST(OK));
+    ck_assert_msg(r.f->body_case == CHANWIRE__SERVER_FRAME__BODY_SEND, "SEND reply without SendReply");
+    ck_assert_uint_eq(r.f->send->count, 3);
+    tc_reply_free(&r);
+    tc_wait_stat(a, "many", TC_LEN, 3);
+
+    rv.chan = ch;
+    rv.timeout_ms = -1;
+    rv.max = 5;
+    f.body_case = CHANWIRE__CLIENT_FRAME__BODY_RECV;
+    f.recv = &rv;
+    id = tc_request_start(a, &f, NULL, 0);
+    TC_ASSERT_STATUS(tc_must_wait(a, id, &r), ST(OK));
+    ck_assert_msg(r.f->body_case == CHANWIRE__SERVER_FRAME__BODY_RECV, "RECV reply without RecvReply");
+    ck_assert_uint_eq(r.f->recv->n_tags, 3);
+    ck_assert_uint_eq(r.n, 3);
+    for (size_t i = 0; i < 3; i++) {
+        ck_assert_msg(r.pl[i].len == strlen(want[i]) && memcmp(r.pl[i].data, want[i], r.pl[i].len) == 0,
+                      "RECV_MANY message %zu out of order", i);
+        TC_ASSERT_STATUS(tc_ack(a, r.f->recv->tags[i]), ST(OK));
+    }
+    tc_reply_free(&r);
+    tc_wait_stat(a, "many", TC_UNACKED, 0);
+
+    tc_conn_free(a);
+    tc_server_stop_ok(&srv);
+}
+END_TEST
+
+START_TEST(test_nack_puts_the_message_back_at_the_head)
+{
+    struct tc_server srv;
+    struct tc_conn *a;
+    struct tc_reply r;
+    struct tc_msg m;
+    uint64_t ch, id;
+    Chanwire__ClientFrame f = CHANWIRE__CLIENT_FRAME__INIT;
+    Chanwire__Tags t = CHANWIRE__TAGS__INIT;
+
+    tc_server_start(&srv, NULL);
+    a = tc_connect_hello(srv.port);
+    TC_ASSERT_STATUS(tc_open(a, "nq", 3, &ch), ST(OK));
+    TC_ASSERT_STATUS(tc_send_str(a, ch, "first"), ST(OK));
+    TC_ASSERT_STATUS(tc_send_str(a, ch, "second"), ST(OK));
+    TC_ASSERT_STATUS(tc_recv(a, ch, -1, &m), ST(OK));
+    ASSERT_MSG(m, "first");
+
+    t.n_tags = 1;
+    t.tags = &m.tag;
+    f.body_case = CHANWIRE__CLIENT_FRAME__BODY_NACK;
+    f.nack = &t;
+    id = tc_request_start(a, &f, NULL, 0);
+    TC_ASSERT_STATUS(tc_must_wait(a, id, &r), ST(OK));
+    tc_reply_free(&r);
+    /* the tag is settled: a second NACK or an ACK of it is refused */
+    id = tc_request_start(a, &f, NULL, 0);
+    TC_ASSERT_STATUS(tc_must_wait(a, id, &r), ST(INVALID));
+    tc_reply_free(&r);
+    TC_ASSERT_STATUS(tc_ack(a, m.tag), ST(INVALID));
+    tc_msg_free(&m);
+
+    recv_expect(a, ch, "first", 2);
+    recv_expect(a, ch, "second", 1);
+
+    tc_conn_free(a);
+    tc_server_stop_ok(&srv);
+}
+END_TEST
+
+START_TEST(test_ping_echoes_and_list_filters_by_prefix)
+{
+    struct tc_server srv;
+    struct tc_conn *a;
+    struct tc_reply r;
+    uint64_t ch, id;
+    Chanwire__ClientFrame f = CHANWIRE__CLIENT_FRAME__INIT;
+    Chanwire__Ping p = CHANWIRE__PING__INIT;
+    Chanwire__Stat l = CHANWIRE__STAT__INIT;
+
+    tc_server_start(&srv, NULL);
+    a = tc_connect_hello(srv.port);
+    p.data.data = (uint8_t *)"echo";
+    p.data.len = 4;
+    f.body_case = CHANWIRE__CLIENT_FRAME__BODY_PING;
+    f.ping = &p;
+    id = tc_request_start(a, &f, NULL, 0);
+    TC_ASSERT_STATUS(tc_must_wait(a, id, &r), ST(OK));
+    ck_assert_msg(r.f->body_case == CHANWIRE__SERVER_FRAME__BODY_PING && r.f->ping->data.len == 4 &&
+                      memcmp(r.f->ping->data.data, "echo", 4) == 0,
+                  "PING did not echo its data");
+    tc_reply_free(&r);
+
+    TC_ASSERT_STATUS(tc_open(a, "job.a", 0, &ch), ST(OK));
+    TC_ASSERT_STATUS(tc_open(a, "job.b", 2, &ch), ST(OK));
+    TC_ASSERT_STATUS(tc_open(a, "other", 1, &ch), ST(OK));
+    l.name = "job.";
+    f.body_case = CHANWIRE__CLIENT_FRAME__BODY_LIST;
+    f.list = &l;
+    id = tc_request_start(a, &f, NULL, 0);
+    TC_ASSERT_STATUS(tc_must_wait(a, id, &r), ST(OK));
+    ck_assert_msg(r.f->body_case == CHANWIRE__SERVER_FRAME__BODY_LIST, "LIST reply without ListReply");
+    ck_assert_uint_eq(r.f->list->n_chans, 2);
+    int seen_a = 0, seen_b = 0;
+    for (size_t i = 0; i < r.f->list->n_chans; i++) {
+        seen_a += strcmp(r.f->list->chans[i]->name, "job.a") == 0;
+        seen_b += strcmp(r.f->list->chans[i]->name, "job.b") == 0 && r.f->list->chans[i]->cap == 2;
+    }
+    ck_assert_msg(seen_a == 1 && seen_b == 1, "LIST job. did not return job.a and job.b (cap 2)");
+    tc_reply_free(&r);
+    l.name = "";
+    id = tc_request_start(a, &f, NULL, 0);
+    TC_ASSERT_STATUS(tc_must_wait(a, id, &r), ST(OK));
+    ck_assert_uint_eq(r.f->list->n_chans, 3);
+    tc_reply_free(&r);
+
+    tc_conn_free(a);
+    tc_server_stop_ok(&srv);
+}
+END_TEST
+
 START_TEST(test_sigterm_answers_blocked_ops_and_exits_zero)
 {
     struct tc_server srv;
@@ -476,12 +617,15 @@ static Suite *broker_suite(void)
     tcase_set_timeout(tc, 20);
     tcase_add_test(tc, test_send_recv_close_across_two_connections);
     tcase_add_test(tc, test_unbuffered_send_waits_for_a_receiver);
+    tcase_add_test(tc, test_send_many_and_recv_many_keep_order);
+    tcase_add_test(tc, test_ping_echoes_and_list_filters_by_prefix);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("delivery");
     tcase_set_timeout(tc, 20);
     tcase_add_test(tc, test_unacked_messages_of_a_dropped_receiver_go_to_the_next_in_order);
     tcase_add_test(tc, test_unbuffered_sender_waits_on_when_its_receiver_drops);
+    tcase_add_test(tc, test_nack_puts_the_message_back_at_the_head);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("waiting");

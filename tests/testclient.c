@@ -484,9 +484,8 @@ int tc_closed_within(struct tc_conn *c, int timeout_ms)
 
 /* ---- requests -------------------------------------------------------- */
 
-/* Write f with a fresh id and return the id; aborts if the write fails. */
-static uint64_t tc_request(struct tc_conn *c, Chanwire__ClientFrame *f, const struct wire_payload *pl,
-                           size_t n)
+uint64_t tc_request_start(struct tc_conn *c, Chanwire__ClientFrame *f, const struct wire_payload *pl,
+                          size_t n)
 {
     f->id = tc_next_id(c);
     ck_assert_msg(tc_write_frame(c, f, pl, n) == 0, "writing request %llu: %s", (unsigned long long)f->id,
@@ -521,7 +520,7 @@ uint64_t tc_hello_start(struct tc_conn *c)
     h.client_name = "broker-test";
     f.body_case = CHANWIRE__CLIENT_FRAME__BODY_HELLO;
     f.hello = &h;
-    return tc_request(c, &f, NULL, 0);
+    return tc_request_start(c, &f, NULL, 0);
 }
 
 int tc_hello(struct tc_conn *c)
@@ -552,7 +551,7 @@ int tc_open_n(struct tc_conn *c, const char *name, size_t len, int64_t cap, uint
     o.cap = cap;
     f.body_case = CHANWIRE__CLIENT_FRAME__BODY_OPEN;
     f.open = &o;
-    st = tc_must_wait(c, tc_request(c, &f, NULL, 0), &r);
+    st = tc_must_wait(c, tc_request_start(c, &f, NULL, 0), &r);
     free(copy);
     if (st == ST(OK)) {
         ck_assert_msg(r.f->body_case == CHANWIRE__SERVER_FRAME__BODY_OPEN, "OPEN reply without OpenReply");
@@ -579,7 +578,7 @@ uint64_t tc_send_start(struct tc_conn *c, uint64_t chan, const void *data, size_
     s.timeout_ms = timeout_ms;
     f.body_case = CHANWIRE__CLIENT_FRAME__BODY_SEND;
     f.send = &s;
-    return tc_request(c, &f, &pl, 1);
+    return tc_request_start(c, &f, &pl, 1);
 }
 
 int tc_send(struct tc_conn *c, uint64_t chan, const void *data, size_t len, int64_t timeout_ms)
@@ -601,7 +600,7 @@ uint64_t tc_recv_start(struct tc_conn *c, uint64_t chan, int64_t timeout_ms)
     rv.timeout_ms = timeout_ms;
     f.body_case = CHANWIRE__CLIENT_FRAME__BODY_RECV;
     f.recv = &rv;
-    return tc_request(c, &f, NULL, 0);
+    return tc_request_start(c, &f, NULL, 0);
 }
 
 void tc_reply_msg(struct tc_reply *r, struct tc_msg *m)
@@ -648,7 +647,7 @@ int tc_ack(struct tc_conn *c, uint64_t tag)
     t.tags = &tag;
     f.body_case = CHANWIRE__CLIENT_FRAME__BODY_ACK;
     f.ack = &t;
-    return tc_status_of(c, tc_request(c, &f, NULL, 0));
+    return tc_status_of(c, tc_request_start(c, &f, NULL, 0));
 }
 
 int tc_ack_only(struct tc_conn *c, uint64_t tag)
@@ -668,7 +667,7 @@ int tc_close(struct tc_conn *c, uint64_t chan)
     cl.chan = chan;
     f.body_case = CHANWIRE__CLIENT_FRAME__BODY_CLOSE;
     f.close = &cl;
-    return tc_status_of(c, tc_request(c, &f, NULL, 0));
+    return tc_status_of(c, tc_request_start(c, &f, NULL, 0));
 }
 
 int tc_delete(struct tc_conn *c, const char *name)
@@ -679,7 +678,7 @@ int tc_delete(struct tc_conn *c, const char *name)
     d.name = (char *)name;
     f.body_case = CHANWIRE__CLIENT_FRAME__BODY_DELETE;
     f.delete_ = &d;
-    return tc_status_of(c, tc_request(c, &f, NULL, 0));
+    return tc_status_of(c, tc_request_start(c, &f, NULL, 0));
 }
 
 uint64_t tc_cancel_start(struct tc_conn *c, uint64_t target)
@@ -690,7 +689,7 @@ uint64_t tc_cancel_start(struct tc_conn *c, uint64_t target)
     k.target = target;
     f.body_case = CHANWIRE__CLIENT_FRAME__BODY_CANCEL;
     f.cancel = &k;
-    return tc_request(c, &f, NULL, 0);
+    return tc_request_start(c, &f, NULL, 0);
 }
 
 uint64_t tc_select_start(struct tc_conn *c, const uint64_t *chans, const int *is_send, size_t n,
@@ -713,7 +712,7 @@ uint64_t tc_select_start(struct tc_conn *c, const uint64_t *chans, const int *is
     sel.timeout_ms = timeout_ms;
     f.body_case = CHANWIRE__CLIENT_FRAME__BODY_SELECT;
     f.select = &sel;
-    id = tc_request(c, &f, pl, nsend);
+    id = tc_request_start(c, &f, pl, nsend);
     return id;
 }
 
@@ -727,7 +726,7 @@ int tc_stat(struct tc_conn *c, const char *name, struct tc_stat *st)
     s.name = (char *)name;
     f.body_case = CHANWIRE__CLIENT_FRAME__BODY_STAT;
     f.stat = &s;
-    status = tc_must_wait(c, tc_request(c, &f, NULL, 0), &r);
+    status = tc_must_wait(c, tc_request_start(c, &f, NULL, 0), &r);
     memset(st, 0, sizeof *st);
     if (status == ST(OK)) {
         ck_assert_msg(r.f->body_case == CHANWIRE__SERVER_FRAME__BODY_STAT, "STAT reply without ChanInfo");

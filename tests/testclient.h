@@ -111,6 +111,10 @@ int tc_take(struct tc_conn *c, struct tc_reply *r); /* 1 frame, 0 need more, -1 
 
 /* ---- requests: *_start writes and returns the id; the rest wait --------- */
 
+/* Give f a fresh id, write it with n payloads, return the id; aborts if the write fails. */
+uint64_t tc_request_start(struct tc_conn *c, Chanwire__ClientFrame *f, const struct wire_payload *pl,
+                          size_t n);
+
 uint64_t tc_hello_start(struct tc_conn *c);
 int tc_hello(struct tc_conn *c);
 int tc_open_n(struct tc_conn *c, const char *name, size_t len, int64_t cap, uint64_t *chan);
