@@ -168,6 +168,10 @@ struct event_base *sched_base(void);
  * scheduler; the caller only has to withdraw its registration (core_cancel,
  * a CANCEL request). Two wakes in one park are asserted.
  *
+ * Deadlines and chan_cancel run sched_park_withdraw's hooks on the spot,
+ * so chan_cancel is for coroutine code only, never for a libevent or core
+ * callback.
+ *
  * If every coroutine of the thread is parked, nothing is runnable and no
  * libevent event (nor a deadline) is pending, nothing can ever wake them:
  * the process aborts with "chan: deadlock", as Go does.

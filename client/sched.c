@@ -732,6 +732,7 @@ int chan_sleep(int64_t deadline)
     }
 }
 
+/* Deadline 0 polls: ETIMEDOUT while cr still runs (chan.h lists no EAGAIN here). */
 int chan_join(int cr, int64_t deadline)
 {
     struct sched *s = sched_get();
