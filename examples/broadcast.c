@@ -29,7 +29,7 @@ struct crowd {
     int failed;
 };
 
-static void crowd_wait(void *arg)
+static void broadcast_wait(void *arg)
 {
     struct crowd *c = arg;
     chan_msg_t m;
@@ -51,7 +51,7 @@ static void crowd_wait(void *arg)
 }
 
 /* Receivers blocked on the channel: the broker's count when remote. */
-static long crowd_blocked(chan_client_t *cl, const char *name, const struct crowd *c)
+static long broadcast_blocked(chan_client_t *cl, const char *name, const struct crowd *c)
 {
     struct chan_info info;
 
@@ -63,14 +63,14 @@ static long crowd_blocked(chan_client_t *cl, const char *name, const struct crow
 }
 
 /* Wait until expect receivers block on the channel, then close it. */
-static int crowd_close(chan_client_t *cl, const char *name, struct crowd *c, long expect)
+static int broadcast_close(chan_client_t *cl, const char *name, struct crowd *c, long expect)
 {
     long n;
 
     /* Local waiters park inside chan_recv before control comes back here;
      * remote ones are parked once the broker counts them. Poll, never
      * guess with a fixed sleep. */
-    while ((n = crowd_blocked(cl, name, c)) < expect) {
+    while ((n = broadcast_blocked(cl, name, c)) < expect) {
         if (n < 0) {
             fprintf(stderr, "broadcast: stat: %s\n", strerror(errno));
             return -1;
@@ -134,7 +134,7 @@ int main(int argc, char **argv)
     }
 
     if (strcmp(role, "close") == 0) {
-        rc = crowd_close(cl, name, &c, expect) < 0;
+        rc = broadcast_close(cl, name, &c, expect) < 0;
         goto out;
     }
     crs = calloc((size_t)waiters, sizeof *crs);
@@ -143,12 +143,12 @@ int main(int argc, char **argv)
         return 1;
     }
     for (i = 0; i < waiters; i++)
-        if ((crs[i] = chan_go(crowd_wait, &c)) < 0) {
+        if ((crs[i] = chan_go(broadcast_wait, &c)) < 0) {
             perror("broadcast: chan_go");
             c.failed = 1;
             break;
         }
-    if (strcmp(role, "both") == 0 && !c.failed && crowd_close(cl, name, &c, expect) < 0)
+    if (strcmp(role, "both") == 0 && !c.failed && broadcast_close(cl, name, &c, expect) < 0)
         c.failed = 1;
     while (i-- > 0) {
         if (c.failed)

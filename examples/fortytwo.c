@@ -20,25 +20,25 @@
 
 static const char usage[] = "usage: fortytwo [-s HOST:PORT [-p PREFIX] [send | recv]]\n";
 
-static void die(const char *what)
+static void fortytwo_die(const char *what)
 {
     fprintf(stderr, "fortytwo: %s: %s\n", what, strerror(errno));
     exit(1);
 }
 
-static void sender(void *arg)
+static void fortytwo_send(void *arg)
 {
     if (chan_send(arg, "42", 2, -1) < 0)
-        die("send");
+        fortytwo_die("send");
 }
 
-static int receive(chan_t *ch)
+static int fortytwo_recv(chan_t *ch)
 {
     chan_msg_t m;
     long v;
 
     if (chan_recv(ch, &m, -1) != 1)
-        die("recv");
+        fortytwo_die("recv");
     v = strtol(m.data, NULL, 10);
     chan_msg_free(&m);
     printf("main got %ld\n", v);
@@ -73,24 +73,24 @@ int main(int argc, char **argv)
     } else {
         cl = chan_connect(addr, NULL);
         if (!cl)
-            die(addr);
+            fortytwo_die(addr);
         snprintf(name, sizeof name, "%s%sfortytwo", prefix ? prefix : "",
                  prefix ? "." : "");
         ch = chan_open(cl, name, 0);
     }
     if (!ch)
-        die("channel");
+        fortytwo_die("channel");
 
     if (strcmp(role, "send") == 0) {
-        sender(ch);               /* returns once the receiver has the value */
+        fortytwo_send(ch);               /* returns once the receiver has the value */
     } else if (strcmp(role, "recv") == 0) {
-        rc = receive(ch);
+        rc = fortytwo_recv(ch);
     } else {
         /* The coroutine first runs when main blocks in chan_recv. */
-        int cr = chan_go(sender, ch);
+        int cr = chan_go(fortytwo_send, ch);
         if (cr < 0)
-            die("chan_go");
-        rc = receive(ch);
+            fortytwo_die("chan_go");
+        rc = fortytwo_recv(ch);
         /* Its send may still be finishing: never free a channel under it. */
         chan_join(cr, -1);
     }

@@ -21,20 +21,20 @@
 static const char usage[] =
     "usage: hello [-s HOST:PORT [-p PREFIX] [print | say [TEXT]]]\n";
 
-static void die(const char *what)
+static void hello_die(const char *what)
 {
     fprintf(stderr, "hello: %s: %s\n", what, strerror(errno));
     exit(1);
 }
 
 /* The coroutine: wait for a greeting, print it. */
-static void printer(void *arg)
+static void hello_print(void *arg)
 {
     chan_t *ch = arg;
     chan_msg_t m;
 
     if (chan_recv(ch, &m, -1) != 1)
-        die("recv");
+        hello_die("recv");
     printf("%s\n", (char *)m.data); /* data is NUL-terminated past len */
     chan_msg_free(&m);
 }
@@ -69,25 +69,25 @@ int main(int argc, char **argv)
     } else {
         cl = chan_connect(addr, NULL);
         if (!cl)
-            die(addr);
+            hello_die(addr);
         snprintf(name, sizeof name, "%s%shello", prefix ? prefix : "", prefix ? "." : "");
         ch = chan_open(cl, name, 0); /* created by whoever comes first */
     }
     if (!ch)
-        die("channel");
+        hello_die("channel");
 
     if (strcmp(role, "print") == 0) {
-        printer(ch);                 /* main is a coroutine too */
+        hello_print(ch);                 /* main is a coroutine too */
     } else if (strcmp(role, "say") == 0) {
         if (chan_send(ch, text, strlen(text), -1) < 0)
-            die("send");
+            hello_die("send");
     } else {
-        cr = chan_go(printer, ch);
+        cr = chan_go(hello_print, ch);
         if (cr < 0)
-            die("chan_go");
+            hello_die("chan_go");
         /* Returns when the printer has taken the greeting... */
         if (chan_send(ch, text, strlen(text), -1) < 0)
-            die("send");
+            hello_die("send");
         /* ...and this when it has printed it. */
         chan_join(cr, -1);
     }

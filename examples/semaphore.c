@@ -41,7 +41,7 @@ struct limit {
 };
 
 /* Holders working right now, as the gauge channel's length says. */
-static long limit_holders(struct limit *l)
+static long semaphore_holders(struct limit *l)
 {
     struct chan_info info;
 
@@ -53,13 +53,13 @@ static long limit_holders(struct limit *l)
     return info.len;
 }
 
-static void limit_fail(struct limit *l, const char *what)
+static void semaphore_fail(struct limit *l, const char *what)
 {
     fprintf(stderr, "semaphore: %s: %s\n", what, strerror(errno));
     l->failed = 1;
 }
 
-static void limit_worker(void *arg)
+static void semaphore_worker(void *arg)
 {
     struct limit *l = arg;
     chan_msg_t m;
@@ -67,16 +67,16 @@ static void limit_worker(void *arg)
 
     for (r = 0; r < l->rounds && !l->failed; r++) {
         if (chan_send(l->sem, "", 0, -1) < 0) {        /* acquire */
-            limit_fail(l, "acquire");
+            semaphore_fail(l, "acquire");
             return;
         }
         if (chan_send(l->active, "", 0, -1) < 0) {
-            limit_fail(l, "gauge up");
+            semaphore_fail(l, "gauge up");
             return;
         }
-        n = limit_holders(l);
+        n = semaphore_holders(l);
         if (n < 0) {
-            limit_fail(l, "gauge");
+            semaphore_fail(l, "gauge");
             return;
         }
         if (n > l->max_seen)
@@ -85,12 +85,12 @@ static void limit_worker(void *arg)
         /* Leave the gauge before releasing, so it never counts a
          * coroutine that no longer holds a token. */
         if (chan_recv(l->active, &m, -1) != 1) {
-            limit_fail(l, "gauge down");
+            semaphore_fail(l, "gauge down");
             return;
         }
         chan_msg_free(&m);
         if (chan_recv(l->sem, &m, -1) != 1) {         /* release */
-            limit_fail(l, "release");
+            semaphore_fail(l, "release");
             return;
         }
         chan_msg_free(&m);
@@ -148,7 +148,7 @@ int main(int argc, char **argv)
         return 1;
     }
     for (i = 0; i < coroutines; i++)
-        if ((crs[i] = chan_go(limit_worker, &l)) < 0) {
+        if ((crs[i] = chan_go(semaphore_worker, &l)) < 0) {
             perror("semaphore: chan_go");
             l.failed = 1;
             break;

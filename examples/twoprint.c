@@ -33,13 +33,13 @@ struct player {
     int failed;
 };
 
-static void player_fail(struct player *p, const char *who, const char *what)
+static void twoprint_fail(struct player *p, const char *who, const char *what)
 {
     fprintf(stderr, "twoprint: %s: %s: %s\n", who, what, strerror(errno));
     p->failed = 1;
 }
 
-static void ping(void *arg)
+static void twoprint_ping(void *arg)
 {
     struct player *p = arg;
     chan_msg_t m;
@@ -51,20 +51,20 @@ static void ping(void *arg)
         printf("ping %ld\n", i);
         fflush(stdout); /* the other player may be another process */
         if (chan_send(p->out, ball, (size_t)len, -1) < 0) {
-            player_fail(p, "ping", "send");
+            twoprint_fail(p, "ping", "send");
             return;
         }
         if (chan_recv(p->in, &m, -1) != 1) {
-            player_fail(p, "ping", "recv");
+            twoprint_fail(p, "ping", "recv");
             return;
         }
         chan_msg_free(&m);
     }
     if (chan_close(p->out) < 0)
-        player_fail(p, "ping", "close");
+        twoprint_fail(p, "ping", "close");
 }
 
-static void pong(void *arg)
+static void twoprint_pong(void *arg)
 {
     struct player *p = arg;
     chan_msg_t m;
@@ -75,13 +75,13 @@ static void pong(void *arg)
         fflush(stdout);
         if (chan_send(p->out, m.data, m.len, -1) < 0) {
             chan_msg_free(&m);
-            player_fail(p, "pong", "send");
+            twoprint_fail(p, "pong", "send");
             return;
         }
         chan_msg_free(&m);
     }
     if (r < 0) {
-        player_fail(p, "pong", "recv");
+        twoprint_fail(p, "pong", "recv");
         return;
     }
     /* Pong is the last to touch the channels: remove them so the next game
@@ -143,12 +143,12 @@ int main(int argc, char **argv)
                           .names = { ping_name, pong_name } };
 
     if (strcmp(role, "ping") == 0) {
-        ping(&pi);
+        twoprint_ping(&pi);
     } else if (strcmp(role, "pong") == 0) {
-        pong(&po);
+        twoprint_pong(&po);
     } else {
         /* Two coroutines; main just waits for both. */
-        int crs[2] = { chan_go(ping, &pi), chan_go(pong, &po) };
+        int crs[2] = { chan_go(twoprint_ping, &pi), chan_go(twoprint_pong, &po) };
         if (crs[0] < 0 || crs[1] < 0) {
             perror("twoprint: chan_go");
             return 1;

@@ -27,7 +27,7 @@ struct pool {
     int failed;        /* some coroutine hit an error */
 };
 
-static void worker_loop(void *arg)
+static void worker_run(void *arg)
 {
     struct pool *p = arg;
     chan_msg_t job;
@@ -81,7 +81,7 @@ int main(int argc, char **argv)
         return 1;
     }
     for (i = 0; i < o.coroutines; i++) {
-        crs[i] = chan_go(worker_loop, &p);
+        crs[i] = chan_go(worker_run, &p);
         if (crs[i] < 0) {
             fprintf(stderr, "worker: chan_go: %s\n", strerror(errno));
             p.failed = 1;
