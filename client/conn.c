@@ -608,6 +608,7 @@ static void conn_cancel(struct chan_client *cl, struct conn_req *r)
     f.cancel = &c;
     conn_write(cl, &f, NULL, 0);
     r->cancel_sent = 1;
+    r->cancel_at = chan_now();
 }
 
 /* Put r on the current (READY) connection. 0, or -1 with errno ENOMEM. */
@@ -636,10 +637,12 @@ static int conn_send(struct chan_client *cl, struct conn_req *r)
 /*
  * Park until r is DONE or LOST. The broker enforces the deadline; if no
  * reply has come a grace period past it, the connection may be fine but
- * the reply lost in some queue: ask for a CANCEL and keep waiting, since
- * exactly one reply is coming. A cancelled caller withdraws the request
- * the same way and then waits without being cancellable, so whatever the
- * reply delivered can be given back.
+ * the reply late: CANCEL and keep waiting, since exactly one reply is
+ * coming. A cancelled caller withdraws the request the same way and then
+ * waits without being cancellable, so whatever the reply delivered can be
+ * given back. A broker that answers neither the request nor the CANCEL
+ * within another grace period is as good as gone: the connection is
+ * dropped, so no call outlives its deadline by more than twice the grace.
  */
 static void conn_await(struct chan_client *cl, struct conn_req *r)
 {
@@ -650,7 +653,8 @@ static void conn_await(struct chan_client *cl, struct conn_req *r)
         safety = (r->deadline > now ? r->deadline : now) + CONN_GRACE_MS;
     }
     while (r->state == REQ_SENT) {
-        int rc = sched_park(r->cancel_sent ? -1 : safety, !r->gave_up);
+        int64_t until = r->cancel_sent ? r->cancel_at + CONN_GRACE_MS : safety;
+        int rc = sched_park(until, !r->gave_up);
         if (r->state != REQ_SENT)
             break;
         if (rc == ECANCELED) {
@@ -659,6 +663,13 @@ static void conn_await(struct chan_client *cl, struct conn_req *r)
                 conn_cancel(cl, r);
         } else if (rc == ETIMEDOUT && !r->cancel_sent) {
             conn_cancel(cl, r);
+        } else if (rc == ETIMEDOUT) {
+            fprintf(stderr, "libchanclient: broker answers nothing for %d ms; reconnecting\n",
+                    2 * CONN_GRACE_MS);
+            /* out of the table first: the drop wakes everyone else, not the running caller */
+            conn_table_take(cl, r->id);
+            r->state = REQ_LOST;
+            conn_lost(cl, ETIMEDOUT);
         }
     }
 }

@@ -23,7 +23,11 @@
 struct bufferevent;
 struct event;
 
-/* Extra time past a request's deadline before the client CANCELs it itself. */
+/*
+ * Extra time past a request's deadline before the client CANCELs it
+ * itself; and the time a CANCEL may then go unanswered before the client
+ * declares a broker that stays connected but answers nothing dead.
+ */
 #define CONN_GRACE_MS 2000
 
 /* Reconnect backoff: first retry, then doubling up to the cap (ms). */
@@ -78,6 +82,7 @@ struct conn_req {
     int sent;                     /* was on a connection at least once */
     int gave_up;                  /* the caller was cancelled: any message delivered is NACKed */
     int cancel_sent;              /* a CANCEL for this request went out */
+    int64_t cancel_at;            /* chan_now() when it did */
     int status;                   /* the reply's status (Chanwire__Status), once DONE */
     int err;                      /* DONE with a local failure (ENOMEM), else 0 */
     Chanwire__ServerFrame *reply; /* the reply header, owned until conn_req_done */

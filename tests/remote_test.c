@@ -725,6 +725,33 @@ START_TEST(test_killed_broker_fails_pending_ops_in_time)
 }
 END_TEST
 
+/*
+ * A broker that keeps the connection but answers nothing (stopped): a call
+ * ends no later than its deadline plus two grace periods (2 s each: the
+ * client CANCELs, then gives the connection up), and once the broker runs
+ * again the client reconnects by itself.
+ */
+START_TEST(test_silent_broker_holds_no_call_for_ever)
+{
+    chan_client_t *cl = connect_ok(0);
+    chan_t *ch = open_ok(cl, "frozen", 1);
+    chan_msg_t m;
+    int64_t d;
+
+    ck_assert_int_eq(kill(srv.pid, SIGSTOP), 0);
+    d = chan_now() + 100;
+    ck_assert_int_eq(chan_recv(ch, &m, d), -1);
+    ck_assert_int_eq(errno, ETIMEDOUT);
+    ck_assert_int_ge(chan_now(), d);
+    ck_assert_int_lt(chan_now(), d + 2 * 2000 + 700);
+    ck_assert_int_eq(kill(srv.pid, SIGCONT), 0);
+    ck_assert_int_eq(chan_send(ch, "thawed", 6, chan_now() + SOON), 0);
+    recv_str(ch, "thawed");
+    chan_free(ch);
+    chan_disconnect(cl);
+}
+END_TEST
+
 START_TEST(test_recv_survives_a_broker_restart)
 {
     chan_client_t *cl = connect_ok(5000);
@@ -845,6 +872,7 @@ static Suite *remote_suite(void)
     tcase_set_timeout(tc, 20);
     tcase_add_test(tc, test_killed_broker_fails_pending_ops_in_time);
     tcase_add_test(tc, test_recv_survives_a_broker_restart);
+    tcase_add_test(tc, test_silent_broker_holds_no_call_for_ever);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("speed");
