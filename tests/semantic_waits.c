@@ -56,6 +56,54 @@ START_TEST(test_timed_out_calls_return_no_earlier_than_their_deadline)
 }
 END_TEST
 
+/* Sleep as an sem_op: ret is chan_sleep's, at when it returned. */
+static void waits_op_sleep(void *arg)
+{
+    struct sem_op *o = arg;
+
+    o->ret = chan_sleep(o->deadline);
+    o->err = errno;
+    o->at = chan_now();
+    o->done = 1;
+}
+
+START_TEST(test_staggered_deadlines_each_expire_no_earlier_than_their_own)
+{
+    enum { N = 48 };
+    void (*kinds[3])(void *) = {sem_op_recv, sem_op_send, waits_op_sleep};
+    chan_t *empty = sem_mk(0), *full = sem_mk(1);
+    struct sem_op o[N];
+    struct sem_group g = {0};
+    int64_t base;
+
+    SEM_RETURNS(sem_send_int(full, -1, 0), 0);
+    base = sem_in(30);
+
+    /*
+     * Two deadlines per millisecond: when one expires, the others close
+     * behind it must keep waiting until their own.
+     */
+    for (int i = 0; i < N; i++) {
+        o[i] = (struct sem_op){.ch = i % 3 ? full : empty, .v = i, .deadline = base + i / 2};
+        sem_group_go(&g, kinds[i % 3], &o[i]);
+    }
+    sem_group_join(&g, sem_in(5000));
+    for (int i = 0; i < N; i++) {
+        if (i % 3 == 2)
+            ck_assert_msg(o[i].ret == 0, "sleep %d returned %d", i, o[i].ret);
+        else
+            ck_assert_msg(o[i].ret == -1 && o[i].err == ETIMEDOUT,
+                          "waiter %d returned %d (%s), want ETIMEDOUT", i, o[i].ret,
+                          strerror(o[i].err));
+        ck_assert_msg(o[i].at >= o[i].deadline, "waiter %d woke %lld ms before its deadline", i,
+                      (long long)(o[i].deadline - o[i].at));
+    }
+    sem_settle(empty, 0, 0);
+    sem_settle(full, 0, 0);
+    SEM_RETURNS(chan_len(full), 1);
+}
+END_TEST
+
 START_TEST(test_timed_out_send_delivers_nothing)
 {
     chan_t *u = sem_mk(0), *b = sem_mk(1);
@@ -515,6 +563,7 @@ void semantic_waits_add(Suite *s, double timeout)
     tcase_add_checked_fixture(tc, sem_env_setup, sem_env_teardown);
     tcase_set_timeout(tc, timeout);
     tcase_add_test(tc, test_timed_out_calls_return_no_earlier_than_their_deadline);
+    tcase_add_test(tc, test_staggered_deadlines_each_expire_no_earlier_than_their_own);
     tcase_add_test(tc, test_timed_out_send_delivers_nothing);
     tcase_add_test(tc, test_timed_out_recv_consumes_nothing_and_leaves_no_waiter);
     tcase_add_test(tc, test_timed_out_select_withdraws_every_case);
