@@ -81,7 +81,10 @@ int sem_send_int(chan_t *ch, long v, int64_t deadline);
  */
 int sem_recv_int(chan_t *ch, long *v, int64_t deadline);
 
-/* Set up a select case; msg may be NULL for send cases. */
+/* What sem_case_* put in result: no select writes it, so the case was left alone. */
+#define SEM_UNTOUCHED 12345
+
+/* Set up a select case (result SEM_UNTOUCHED, recv msg zeroed). */
 void sem_case_send(struct chan_case *c, chan_t *ch, const void *data, size_t len);
 void sem_case_recv(struct chan_case *c, chan_t *ch, chan_msg_t *msg);
 

@@ -352,7 +352,7 @@ void sem_case_send(struct chan_case *c, chan_t *ch, const void *data, size_t len
     c->op = CHAN_SEND;
     c->data = data;
     c->len = len;
-    c->result = 12345; /* anything a select never writes, to spot untouched cases */
+    c->result = SEM_UNTOUCHED;
 }
 
 void sem_case_recv(struct chan_case *c, chan_t *ch, chan_msg_t *msg)
@@ -362,7 +362,7 @@ void sem_case_recv(struct chan_case *c, chan_t *ch, chan_msg_t *msg)
     c->ch = ch;
     c->op = CHAN_RECV;
     c->msg = msg;
-    c->result = 12345;
+    c->result = SEM_UNTOUCHED;
 }
 
 int sem_go(void (*fn)(void *), void *arg)

@@ -434,7 +434,7 @@ START_TEST(test_go_select5_every_mix_of_real_idle_and_null_cases)
                     }
                     for (int j = 0; j < k; j++)
                         if (j != got)
-                            ck_assert_msg(cs[j].result == 12345, "case %d touched", j);
+                            ck_assert_msg(cs[j].result == SEM_UNTOUCHED, "case %d touched", j);
                     n++;
                     combos++;
                 }

@@ -9,9 +9,6 @@
 
 #include "semantic.h"
 
-/* A send case value that no select writes: the case was left alone. */
-#define UNTOUCHED 12345
-
 /* ---- send and recv ---------------------------------------------------- */
 
 START_TEST(test_unbuffered_send_completes_only_when_a_receiver_takes_it)
@@ -331,8 +328,8 @@ START_TEST(test_payload_bytes_arrive_intact)
         SEM_RETURNS(chan_recv(c, &m, 0), 1);
         ck_assert_uint_eq(m.len, sizes[k]);
         for (size_t i = 0; i < sizes[k]; i++)
-            ck_assert_msg(((unsigned char *)m.data)[i] == (unsigned char)(i * 131 + (size_t)k),
-                          "message %d byte %zu differs", k, i);
+            buf[i] = (unsigned char)(i * 131 + (size_t)k);
+        ck_assert_msg(memcmp(m.data, buf, sizes[k]) == 0, "message %d arrived altered", k);
         ck_assert_msg(((char *)m.data)[m.len] == '\0', "message %d not NUL-terminated", k);
         ck_assert_uint_eq(m.deliveries, 1);
         chan_msg_free(&m);
@@ -382,7 +379,7 @@ START_TEST(test_select_chooses_uniformly_among_ready_recv_cases)
         count[k]++;
         for (int j = 0; j < 5; j++)
             if (j != got)
-                ck_assert_msg(cs[j].result == UNTOUCHED && m[j].data == NULL,
+                ck_assert_msg(cs[j].result == SEM_UNTOUCHED && m[j].data == NULL,
                               "case %d not chosen but touched", j);
     }
     for (int k = 0; k < 3; k++) {
@@ -433,7 +430,7 @@ START_TEST(test_select_null_case_never_proceeds)
         SEM_RETURNS(chan_select(cs, 3, -1), 1);
         ck_assert_int_eq(sem_msg_int(&m[1]), i);
         chan_msg_free(&m[1]);
-        ck_assert(cs[0].result == UNTOUCHED && cs[2].result == UNTOUCHED && m[2].data == NULL);
+        ck_assert(cs[0].result == SEM_UNTOUCHED && cs[2].result == SEM_UNTOUCHED && m[2].data == NULL);
     }
 
     /* Only NULL cases: as if there were none. */
@@ -444,7 +441,7 @@ START_TEST(test_select_null_case_never_proceeds)
     SEM_FAILS(chan_select(cs, 2, dl), ETIMEDOUT);
     ck_assert_msg(chan_now() >= dl, "select of NULL cases timed out %lld ms early",
                   (long long)(dl - chan_now()));
-    ck_assert(cs[0].result == UNTOUCHED && cs[1].result == UNTOUCHED && m[1].data == NULL);
+    ck_assert(cs[0].result == SEM_UNTOUCHED && cs[1].result == SEM_UNTOUCHED && m[1].data == NULL);
 }
 END_TEST
 
@@ -503,7 +500,7 @@ START_TEST(test_select_send_on_closed_channel_returns_its_index_with_epipe)
         ck_assert_msg(cs[1].result == -1 && err == EPIPE,
                       "send case on closed channel: result %d errno %s, want -1 EPIPE",
                       cs[1].result, strerror(err));
-        ck_assert(cs[0].result == UNTOUCHED && m.data == NULL);
+        ck_assert(cs[0].result == SEM_UNTOUCHED && m.data == NULL);
     }
     SEM_RETURNS(sem_recv_int(closed, &x, 0), 0);
 }
@@ -528,7 +525,7 @@ START_TEST(test_select_recv_on_closed_drained_channel_proceeds_with_zero)
         sem_case_recv(&cs[1], closed, &m[1]);
         SEM_RETURNS(chan_select(cs, 2, -1), 1);
         ck_assert_int_eq(cs[1].result, 0);
-        ck_assert(cs[0].result == UNTOUCHED);
+        ck_assert(cs[0].result == SEM_UNTOUCHED);
     }
 }
 END_TEST
@@ -568,7 +565,7 @@ START_TEST(test_select_never_pairs_its_own_send_with_its_own_recv)
     int64_t dl = sem_in(40);
     SEM_FAILS(chan_select(cs, 2, dl), ETIMEDOUT);
     ck_assert(chan_now() >= dl);
-    ck_assert(cs[0].result == UNTOUCHED && cs[1].result == UNTOUCHED && m.data == NULL);
+    ck_assert(cs[0].result == SEM_UNTOUCHED && cs[1].result == SEM_UNTOUCHED && m.data == NULL);
     SEM_FAILS(sem_send_int(c, 2, 0), EAGAIN);
     SEM_FAILS(sem_recv_int(c, &v, 0), EAGAIN);
 
