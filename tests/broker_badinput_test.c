@@ -83,6 +83,16 @@ static void bad_wire_type(struct tc_conn *c)
     write_raw_frame(c, b, sizeof b);
 }
 
+static void bad_then_more_bytes(struct tc_conn *c)
+{
+    /* the error frame must survive input the broker never reads */
+    static const uint8_t b[] = {0x0f, 0x01, 0x02, 0x03};
+    static uint8_t junk[65536];
+    write_raw_frame(c, b, sizeof b);
+    memset(junk, 0x5a, sizeof junk);
+    (void)tc_write_raw(c, junk, sizeof junk);
+}
+
 static void bad_truncated_varint(struct tc_conn *c)
 {
     static const uint8_t b[] = {0x08, 0xff, 0xff};
@@ -173,6 +183,7 @@ static const struct bad_input {
     {"length 0xffffffff", 1, bad_huge_length},
     {"undecodable bytes (wire type 7)", 1, bad_wire_type},
     {"undecodable bytes (cut varint)", 1, bad_truncated_varint},
+    {"undecodable bytes, then 64 KiB more", 1, bad_then_more_bytes},
     {"frame with no request", 1, bad_no_request},
     {"unknown request", 1, bad_unknown_request},
     {"request before HELLO", 0, bad_request_before_hello},
@@ -321,6 +332,67 @@ START_TEST(test_missing_channels_fail_only_that_request)
 }
 END_TEST
 
+START_TEST(test_peer_vanishing_mid_frame_harms_no_one)
+{
+    struct tc_server srv;
+    struct tc_conn *h, *x;
+    struct tc_msg m;
+    uint64_t hc, xc;
+    static const uint8_t half[] = {0x00, 0x00, 0x10, 0x00, 0x08, 0x01};
+
+    tc_server_start(&srv, NULL);
+    h = tc_connect_hello(srv.port);
+    TC_ASSERT_STATUS(tc_open(h, "mid", 1, &hc), ST(OK));
+    x = tc_connect_hello(srv.port);
+    TC_ASSERT_STATUS(tc_open(x, "mid", 1, &xc), ST(OK));
+    TC_ASSERT_STATUS(tc_send_str(h, hc, "kept"), ST(OK));
+    TC_ASSERT_STATUS(tc_recv(x, xc, 2000, &m), ST(OK));
+    tc_msg_free(&m);
+    /* a 4 KiB frame of which 2 bytes arrive, then the peer is gone */
+    ck_assert_int_eq(tc_write_raw(x, half, sizeof half), 0);
+    tc_conn_free(x);
+
+    TC_ASSERT_STATUS(tc_recv(h, hc, 2000, &m), ST(OK));
+    ck_assert_msg(m.len == 4 && memcmp(m.data, "kept", 4) == 0, "requeued message changed");
+    ck_assert_uint_eq(m.deliveries, 2);
+    TC_ASSERT_STATUS(tc_ack(h, m.tag), ST(OK));
+    tc_msg_free(&m);
+    healthy_round_trip(h, hc, "after");
+
+    tc_conn_free(h);
+    tc_server_stop_ok(&srv);
+}
+END_TEST
+
+START_TEST(test_default_max_msg_is_one_mebibyte)
+{
+    struct tc_server srv;
+    struct tc_conn *a;
+    struct tc_msg m;
+    uint64_t ch;
+    size_t mib = 1u << 20;
+    uint8_t *big = malloc(mib + 1);
+
+    ck_assert_ptr_nonnull(big);
+    for (size_t i = 0; i <= mib; i++)
+        big[i] = (uint8_t)(i * 13 + (i >> 12));
+    tc_server_start(&srv, NULL);
+    a = tc_connect_hello(srv.port);
+    TC_ASSERT_STATUS(tc_open(a, "mib", 1, &ch), ST(OK));
+    TC_ASSERT_STATUS(tc_send(a, ch, big, mib + 1, -1), ST(MSGSIZE));
+    TC_ASSERT_STATUS(tc_send(a, ch, big, mib, -1), ST(OK));
+    TC_ASSERT_STATUS(tc_recv(a, ch, 2000, &m), ST(OK));
+    ck_assert_uint_eq(m.len, mib);
+    ck_assert_msg(memcmp(m.data, big, mib) == 0, "1 MiB message came back changed");
+    TC_ASSERT_STATUS(tc_ack(a, m.tag), ST(OK));
+    tc_msg_free(&m);
+    free(big);
+
+    tc_conn_free(a);
+    tc_server_stop_ok(&srv);
+}
+END_TEST
+
 static Suite *badinput_suite(void)
 {
     Suite *s = suite_create("broker_badinput");
@@ -335,6 +407,8 @@ static Suite *badinput_suite(void)
     tcase_set_timeout(tc, 20);
     tcase_add_test(tc, test_message_over_max_msg_fails_only_that_send);
     tcase_add_test(tc, test_missing_channels_fail_only_that_request);
+    tcase_add_test(tc, test_default_max_msg_is_one_mebibyte);
+    tcase_add_test(tc, test_peer_vanishing_mid_frame_harms_no_one);
     suite_add_tcase(s, tc);
     return s;
 }

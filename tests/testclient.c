@@ -211,9 +211,9 @@ int tc_server_stop(struct tc_server *s, int sig, int max_ms)
 
 void tc_server_stop_ok(struct tc_server *s)
 {
-    int st = tc_server_stop(s, SIGTERM, 2000);
+    int st = tc_server_stop(s, SIGTERM, 2 * TC_EXIT_MS);
 
-    ck_assert_msg(st != -1, "chand still running 2 s after SIGTERM");
+    ck_assert_msg(st != -1, "chand still running %d ms after SIGTERM", 2 * TC_EXIT_MS);
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
                   "chand ended with %s %d after SIGTERM, want exit 0",
                   WIFEXITED(st) ? "exit status" : "signal",
