@@ -379,7 +379,14 @@ int core_select(struct core_select *sel, struct core_waiter *cases, int n, int b
     if (ready == 0) {
         if (!block)
             return CORE_WOULDBLOCK;
-        for (int i = 0; i < n; i++) {
+        /*
+         * Queue from a random case onward: when several cases wait in one
+         * channel's queue, the party that arrives there takes whichever is
+         * first, and that must not always be the lowest index.
+         */
+        int start = n > 1 ? (int)(core_random() % (uint64_t)n) : 0;
+        for (int k = 0; k < n; k++) {
+            int i = (start + k) % n;
             if (!cases[i].ch)
                 continue;
             cases[i].state = CORE_W_QUEUED;
