@@ -743,6 +743,248 @@ START_TEST(test_a_frame_dribbled_byte_by_byte_is_understood)
 }
 END_TEST
 
+START_TEST(test_blocked_sender_on_full_buffer_completes_on_ack)
+{
+    struct tc_server srv;
+    struct tc_conn *a, *b;
+    struct tc_reply r;
+    struct tc_msg m;
+    uint64_t ca, cb, id;
+
+    tc_server_start(&srv, NULL);
+    a = tc_connect_hello(srv.port);
+    b = tc_connect_hello(srv.port);
+    TC_ASSERT_STATUS(tc_open(a, "full", 1, &ca), ST(OK));
+    TC_ASSERT_STATUS(tc_open(b, "full", 1, &cb), ST(OK));
+    TC_ASSERT_STATUS(tc_send_str(a, ca, "a"), ST(OK));
+    id = tc_send_start(b, cb, "b", 1, -1);
+    tc_wait_stat(a, "full", TC_SENDERS, 1);
+
+    TC_ASSERT_STATUS(tc_recv(a, ca, -1, &m), ST(OK));
+    ASSERT_MSG(m, "a");
+    /* the unacked "a" still holds the only slot */
+    ck_assert_msg(tc_wait(b, id, 50, &r) == 0, "SEND into a full channel completed before the ack");
+    TC_ASSERT_STATUS(tc_ack(a, m.tag), ST(OK));
+    tc_msg_free(&m);
+    TC_ASSERT_STATUS(tc_must_wait(b, id, &r), ST(OK));
+    tc_reply_free(&r);
+    recv_expect(a, ca, "b", 1);
+
+    /* close fails a blocked sender, keeps what is buffered */
+    TC_ASSERT_STATUS(tc_send_str(a, ca, "c"), ST(OK));
+    id = tc_send_start(b, cb, "d", 1, -1);
+    tc_wait_stat(a, "full", TC_SENDERS, 1);
+    TC_ASSERT_STATUS(tc_close(a, ca), ST(OK));
+    TC_ASSERT_STATUS(tc_must_wait(b, id, &r), ST(CLOSED));
+    tc_reply_free(&r);
+    recv_expect(a, ca, "c", 1);
+    TC_ASSERT_STATUS(tc_recv(a, ca, -1, &m), ST(CLOSED));
+
+    tc_conn_free(a);
+    tc_conn_free(b);
+    tc_server_stop_ok(&srv);
+}
+END_TEST
+
+START_TEST(test_piggybacked_acks_apply_before_the_request)
+{
+    struct tc_server srv;
+    struct tc_conn *a;
+    struct tc_reply r;
+    struct tc_msg m;
+    uint64_t ch, id;
+    Chanwire__ClientFrame f = CHANWIRE__CLIENT_FRAME__INIT;
+    Chanwire__Send s = CHANWIRE__SEND__INIT;
+    struct wire_payload pl = {.data = "next", .len = 4};
+
+    tc_server_start(&srv, NULL);
+    a = tc_connect_hello(srv.port);
+    TC_ASSERT_STATUS(tc_open(a, "pig", 1, &ch), ST(OK));
+    TC_ASSERT_STATUS(tc_send_str(a, ch, "held"), ST(OK));
+    TC_ASSERT_STATUS(tc_recv(a, ch, -1, &m), ST(OK));
+    TC_ASSERT_STATUS(tc_send(a, ch, "next", 4, 0), ST(AGAIN));
+
+    /* the ack frees the slot this very SEND needs */
+    s.chan = ch;
+    s.timeout_ms = 0;
+    f.n_acks = 1;
+    f.acks = &m.tag;
+    f.body_case = CHANWIRE__CLIENT_FRAME__BODY_SEND;
+    f.send = &s;
+    id = tc_request_start(a, &f, &pl, 1);
+    TC_ASSERT_STATUS(tc_must_wait(a, id, &r), ST(OK));
+    tc_reply_free(&r);
+    tc_msg_free(&m);
+    tc_wait_stat(a, "pig", TC_UNACKED, 0);
+    recv_expect(a, ch, "next", 1);
+
+    /* an id may be used again once its request is finished */
+    TC_ASSERT_STATUS(tc_send_str(a, ch, "again"), ST(OK));
+    Chanwire__Recv rv = CHANWIRE__RECV__INIT;
+    rv.chan = ch;
+    rv.timeout_ms = -1;
+    f.n_acks = 0;
+    f.acks = NULL;
+    f.body_case = CHANWIRE__CLIENT_FRAME__BODY_RECV;
+    f.recv = &rv;
+    f.id = id;
+    ck_assert_int_eq(tc_write_frame(a, &f, NULL, 0), 0);
+    TC_ASSERT_STATUS(tc_must_wait(a, id, &r), ST(OK));
+    tc_reply_msg(&r, &m);
+    tc_reply_free(&r);
+    ASSERT_MSG(m, "again");
+    TC_ASSERT_STATUS(tc_ack(a, m.tag), ST(OK));
+    tc_msg_free(&m);
+
+    tc_conn_free(a);
+    tc_server_stop_ok(&srv);
+}
+END_TEST
+
+START_TEST(test_unacked_message_of_a_deleted_channel_stays_gone)
+{
+    struct tc_server srv;
+    struct tc_conn *a, *b;
+    struct tc_msg m;
+    struct tc_stat st;
+    uint64_t ca, cb, nb;
+
+    tc_server_start(&srv, NULL);
+    a = tc_connect_hello(srv.port);
+    b = tc_connect_hello(srv.port);
+    TC_ASSERT_STATUS(tc_open(a, "gone", 2, &ca), ST(OK));
+    TC_ASSERT_STATUS(tc_open(b, "gone", 2, &cb), ST(OK));
+    TC_ASSERT_STATUS(tc_send_str(a, ca, "one"), ST(OK));
+    TC_ASSERT_STATUS(tc_send_str(a, ca, "two"), ST(OK));
+    TC_ASSERT_STATUS(tc_recv(b, cb, -1, &m), ST(OK));
+    tc_msg_free(&m);
+    struct tc_msg m2;
+    TC_ASSERT_STATUS(tc_recv(b, cb, -1, &m2), ST(OK));
+    TC_ASSERT_STATUS(tc_delete(a, "gone"), ST(OK));
+    /* settling a delivery of a deleted channel is harmless */
+    tc_ack(b, m2.tag);
+    tc_msg_free(&m2);
+    TC_ASSERT_STATUS(tc_open(a, "gone", 2, &nb), ST(OK));
+    tc_conn_free(b);
+
+    /* b's unacked "one" belonged to the old channel, not to the new one */
+    b = tc_connect_hello(srv.port);
+    TC_ASSERT_STATUS(tc_stat(b, "gone", &st), ST(OK));
+    ck_assert_uint_eq(st.len, 0);
+    ck_assert_uint_eq(st.unacked, 0);
+    TC_ASSERT_STATUS(tc_recv(a, nb, 0, &m), ST(AGAIN));
+
+    tc_conn_free(a);
+    tc_conn_free(b);
+    tc_server_stop_ok(&srv);
+}
+END_TEST
+
+START_TEST(test_select_never_pairs_its_own_send_and_recv)
+{
+    struct tc_server srv;
+    struct tc_conn *a;
+    struct tc_reply r;
+    uint64_t ch, cl, id;
+
+    tc_server_start(&srv, NULL);
+    a = tc_connect_hello(srv.port);
+    TC_ASSERT_STATUS(tc_open(a, "self", 0, &ch), ST(OK));
+    uint64_t both[2] = {ch, ch};
+    int kinds[2] = {1, 0};
+    struct wire_payload pl = {.data = "me", .len = 2};
+    id = tc_select_start(a, both, kinds, 2, &pl, 1, 50);
+    TC_ASSERT_STATUS(tc_must_wait(a, id, &r), ST(TIMEDOUT));
+    tc_reply_free(&r);
+    tc_wait_stat(a, "self", TC_SENDERS, 0);
+    tc_wait_stat(a, "self", TC_RECEIVERS, 0);
+
+    /* a send case on a closed channel fires with CLOSED as its own result */
+    TC_ASSERT_STATUS(tc_open(a, "shut", 1, &cl), ST(OK));
+    TC_ASSERT_STATUS(tc_close(a, cl), ST(OK));
+    uint64_t one[1] = {cl};
+    int send1[1] = {1};
+    id = tc_select_start(a, one, send1, 1, &pl, 1, -1);
+    TC_ASSERT_STATUS(tc_must_wait(a, id, &r), ST(OK));
+    ck_assert_msg(r.f->body_case == CHANWIRE__SERVER_FRAME__BODY_SELECT, "SELECT reply without SelectReply");
+    ck_assert_uint_eq(r.f->select->index, 0);
+    TC_ASSERT_STATUS(r.f->select->result, ST(CLOSED));
+    tc_reply_free(&r);
+    /* and a recv case on it, closed and drained, too */
+    int recv1[1] = {0};
+    id = tc_select_start(a, one, recv1, 1, NULL, 0, -1);
+    TC_ASSERT_STATUS(tc_must_wait(a, id, &r), ST(OK));
+    TC_ASSERT_STATUS(r.f->select->result, ST(CLOSED));
+    ck_assert_uint_eq(r.n, 0);
+    tc_reply_free(&r);
+
+    tc_conn_free(a);
+    tc_server_stop_ok(&srv);
+}
+END_TEST
+
+START_TEST(test_blocked_receivers_are_served_first_come_first_served)
+{
+    enum { N = 100 };
+    struct tc_server srv;
+    struct tc_conn *a, *b;
+    struct tc_reply r;
+    struct tc_msg m;
+    uint64_t ca, cb, ids[N];
+    char want[16];
+
+    tc_server_start(&srv, NULL);
+    a = tc_connect_hello(srv.port);
+    b = tc_connect_hello(srv.port);
+    TC_ASSERT_STATUS(tc_open(a, "fifo", 0, &ca), ST(OK));
+    TC_ASSERT_STATUS(tc_open(b, "fifo", 0, &cb), ST(OK));
+    for (int i = 0; i < N; i++)
+        ids[i] = tc_recv_start(a, ca, -1);
+    tc_wait_stat(b, "fifo", TC_RECEIVERS, N);
+    for (int i = 0; i < N; i++) {
+        int n = snprintf(want, sizeof want, "%d", i);
+        uint64_t sid = tc_send_start(b, cb, want, (size_t)n, -1);
+        TC_ASSERT_STATUS(tc_must_wait(a, ids[i], &r), ST(OK));
+        tc_reply_msg(&r, &m);
+        tc_reply_free(&r);
+        ASSERT_MSG(m, want);
+        ck_assert_int_eq(tc_ack_only(a, m.tag), 0);
+        tc_msg_free(&m);
+        TC_ASSERT_STATUS(tc_must_wait(b, sid, &r), ST(OK));
+        tc_reply_free(&r);
+    }
+    /* every request got exactly one reply */
+    ck_assert_msg(tc_read(a, 50, &r) == 0, "a reply too many, for request %llu", (unsigned long long)r.f->id);
+
+    tc_conn_free(a);
+    tc_conn_free(b);
+    tc_server_stop_ok(&srv);
+}
+END_TEST
+
+START_TEST(test_cancel_after_timeout_is_a_no_op)
+{
+    struct tc_server srv;
+    struct tc_conn *a;
+    struct tc_reply r;
+    uint64_t ch, id, cid;
+
+    tc_server_start(&srv, NULL);
+    a = tc_connect_hello(srv.port);
+    TC_ASSERT_STATUS(tc_open(a, "late", 0, &ch), ST(OK));
+    id = tc_recv_start(a, ch, 20);
+    TC_ASSERT_STATUS(tc_must_wait(a, id, &r), ST(TIMEDOUT));
+    tc_reply_free(&r);
+    cid = tc_cancel_start(a, id);
+    TC_ASSERT_STATUS(tc_must_wait(a, cid, &r), ST(OK));
+    tc_reply_free(&r);
+    ck_assert_msg(tc_read(a, 50, &r) == 0, "a second reply, for request %llu", (unsigned long long)r.f->id);
+
+    tc_conn_free(a);
+    tc_server_stop_ok(&srv);
+}
+END_TEST
+
 static const int stop_signals[] = {SIGTERM, SIGINT};
 
 START_TEST(test_sigterm_answers_blocked_ops_and_exits_zero)
@@ -804,6 +1046,9 @@ static Suite *broker_suite(void)
     tcase_add_test(tc, test_unbuffered_sender_waits_on_when_its_receiver_drops);
     tcase_add_test(tc, test_nack_puts_the_message_back_at_the_head);
     tcase_add_test(tc, test_disconnect_withdraws_blocked_requests);
+    tcase_add_test(tc, test_blocked_sender_on_full_buffer_completes_on_ack);
+    tcase_add_test(tc, test_piggybacked_acks_apply_before_the_request);
+    tcase_add_test(tc, test_unacked_message_of_a_deleted_channel_stays_gone);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("waiting");
@@ -813,6 +1058,9 @@ static Suite *broker_suite(void)
     tcase_add_test(tc, test_cancel_withdraws_a_blocked_recv_without_losing_messages);
     tcase_add_test(tc, test_delete_fails_blocked_ops_and_stales_handles);
     tcase_add_test(tc, test_select_nil_and_empty_cases_only_time_out);
+    tcase_add_test(tc, test_select_never_pairs_its_own_send_and_recv);
+    tcase_add_test(tc, test_blocked_receivers_are_served_first_come_first_served);
+    tcase_add_test(tc, test_cancel_after_timeout_is_a_no_op);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("shutdown");
