@@ -52,6 +52,14 @@ const char *sem_ref(chan_t *ch);
 /* The handle a sem_ref string names (for remote: a new attached handle). */
 chan_t *sem_lookup(const char *ref);
 
+/*
+ * The same channel as seen by another party: ch itself for local channels,
+ * a handle through a second connection for remote ones, so that sender and
+ * receiver really are different clients of the broker. Selects must not
+ * mix a peer handle with the first connection's handles (ENOTSUP).
+ */
+chan_t *sem_peer(chan_t *ch);
+
 /* Close every channel sem_mk made that this suite has not closed yet. */
 void sem_close_all(void);
 

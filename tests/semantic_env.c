@@ -26,8 +26,12 @@ static struct {
     char portfile[96];  /* dir + "/port" */
 } env_broker;
 
-/* This test process's connection (remote runs); made and freed by the fixtures. */
-static chan_client_t *env_client;
+/*
+ * This test process's connections (remote runs), made and freed by the
+ * fixtures: everything goes through env_client except the handles
+ * sem_peer hands out, which play another process on env_peer.
+ */
+static chan_client_t *env_client, *env_peer;
 
 /*
  * Every channel handle sem_mk or sem_lookup made in this test process. The
@@ -165,6 +169,9 @@ void sem_env_setup(void)
     snprintf(addr, sizeof addr, "127.0.0.1:%d", env_broker.port);
     env_client = chan_connect(addr, &opts);
     ck_assert_msg(env_client != NULL, "chan_connect(%s): %s", addr, strerror(errno));
+    opts.client_name = "semantic-peer";
+    env_peer = chan_connect(addr, &opts);
+    ck_assert_msg(env_peer != NULL, "chan_connect(%s) for the peer: %s", addr, strerror(errno));
 }
 
 void sem_env_teardown(void)
@@ -177,6 +184,10 @@ void sem_env_teardown(void)
     if (env_client) {
         chan_disconnect(env_client);
         env_client = NULL;
+    }
+    if (env_peer) {
+        chan_disconnect(env_peer);
+        env_peer = NULL;
     }
 }
 
@@ -246,10 +257,29 @@ chan_t *sem_lookup(const char *ref)
         ck_assert_msg(i < env_nchans, "stale local ref %s", ref);
         return env_chans[i].ch;
     }
-    chan_t *ch = chan_open(env_client, ref, -1);
-    ck_assert_msg(ch != NULL, "chan_open(%s, -1) to attach: %s", ref, strerror(errno));
-    env_add(ch, ref);
+    char name[64];
+
+    /* ref may live in the table, which env_add can move. */
+    snprintf(name, sizeof name, "%s", ref);
+    chan_t *ch = chan_open(env_client, name, -1);
+    ck_assert_msg(ch != NULL, "chan_open(%s, -1) to attach: %s", name, strerror(errno));
+    env_add(ch, name);
     return ch;
+}
+
+chan_t *sem_peer(chan_t *ch)
+{
+    struct env_chan *e = env_find(ch);
+    char name[64];
+
+    if (!sem_remote)
+        return ch;
+    snprintf(name, sizeof name, "%s", e->name);
+    chan_t *p = chan_open(env_peer, name, -1);
+    ck_assert_msg(p != NULL, "chan_open(%s, -1) on the peer connection: %s", name,
+                  strerror(errno));
+    env_add(p, name);
+    return p;
 }
 
 void sem_close_all(void)

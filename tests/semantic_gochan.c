@@ -601,7 +601,7 @@ static void gochan_ds_sender(void *arg)
 
 struct ds_mux {
     struct ds *d;
-    chan_t *in;
+    chan_t *in, *out; /* c[k] and the mux channel */
 };
 
 static void gochan_ds_mux(void *arg)
@@ -610,9 +610,9 @@ static void gochan_ds_mux(void *arg)
     long v;
 
     while (sem_recv_int(x->in, &v, -1) == 1)
-        ck_assert_int_eq(sem_send_int(x->d->mux, v, -1), 0);
+        ck_assert_int_eq(sem_send_int(x->out, v, -1), 0);
     if (--x->d->muxes_left == 0)
-        ck_assert_int_eq(chan_close(x->d->mux), 0);
+        ck_assert_int_eq(chan_close(x->out), 0);
 }
 
 START_TEST(test_go_doubleselect_never_runs_two_cases_of_one_select)
@@ -630,7 +630,8 @@ START_TEST(test_go_doubleselect_never_runs_two_cases_of_one_select)
     ck_assert(seen != NULL);
     sem_group_go(&g, gochan_ds_sender, &d);
     for (int k = 0; k < 4; k++) {
-        mx[k] = (struct ds_mux){.d = &d, .in = d.c[k]};
+        /* Each mux is its own party: its own handles, on the peer connection. */
+        mx[k] = (struct ds_mux){.d = &d, .in = sem_peer(d.c[k]), .out = sem_peer(d.mux)};
         sem_group_go(&g, gochan_ds_mux, &mx[k]);
     }
     int r;

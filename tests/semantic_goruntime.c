@@ -538,6 +538,7 @@ struct mc {
 
 struct mc_worker {
     struct mc *m;
+    chan_t *q, *r; /* its handles: odd workers use the peer connection */
     int w;
 };
 
@@ -546,13 +547,13 @@ static void goruntime_mc_worker(void *arg)
     struct mc_worker *x = arg;
     long v;
 
-    while (sem_recv_int(x->m->q, &v, -1) == 1) {
+    while (sem_recv_int(x->q, &v, -1) == 1) {
         if (goruntime_pn[x->w % 10] == v)
             chan_yield();
-        ck_assert_int_eq(sem_send_int(x->m->r, v, -1), 0);
+        ck_assert_int_eq(sem_send_int(x->r, v, -1), 0);
     }
     if (--x->m->workers_left == 0)
-        ck_assert_int_eq(chan_close(x->m->r), 0);
+        ck_assert_int_eq(chan_close(x->r), 0);
 }
 
 static void goruntime_mc_feeder(void *arg)
@@ -578,7 +579,8 @@ START_TEST(test_go_multi_consumer_sees_every_value_once)
     int r;
 
     for (int i = 0; i < NWORK; i++) {
-        w[i] = (struct mc_worker){.m = &m, .w = i};
+        w[i] = (struct mc_worker){.m = &m, .q = i % 2 ? sem_peer(m.q) : m.q,
+                                  .r = i % 2 ? sem_peer(m.r) : m.r, .w = i};
         sem_group_go(&g, goruntime_mc_worker, &w[i]);
     }
     sem_group_go(&g, goruntime_mc_feeder, &m);

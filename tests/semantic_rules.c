@@ -14,8 +14,8 @@
 START_TEST(test_unbuffered_send_completes_only_when_a_receiver_takes_it)
 {
     chan_t *c = sem_mk(0);
-    struct sem_op s = {.ch = c, .v = 7, .deadline = -1};
-    struct sem_op r = {.ch = c, .deadline = -1};
+    struct sem_op s = {.ch = sem_peer(c), .v = 7, .deadline = -1};
+    struct sem_op r = {.ch = sem_peer(c), .deadline = -1};
     long v = 0;
 
     int cr = sem_go(sem_op_send, &s);
@@ -113,7 +113,7 @@ START_TEST(test_close_wakes_every_blocked_receiver_with_zero)
         int cr[4];
 
         for (int i = 0; i < 4; i++) {
-            r[i] = (struct sem_op){.ch = c, .v = -1, .deadline = -1};
+            r[i] = (struct sem_op){.ch = i % 2 ? sem_peer(c) : c, .v = -1, .deadline = -1};
             cr[i] = sem_go(sem_op_recv, &r[i]);
         }
         sem_settle(c, 0, 4);
@@ -141,7 +141,7 @@ START_TEST(test_close_fails_every_blocked_sender_with_epipe)
         if (caps[k])
             SEM_RETURNS(sem_send_int(c, 500, 0), 0);
         for (int i = 0; i < 3; i++) {
-            s[i] = (struct sem_op){.ch = c, .v = i, .deadline = -1};
+            s[i] = (struct sem_op){.ch = i % 2 ? sem_peer(c) : c, .v = i, .deadline = -1};
             cr[i] = sem_go(sem_op_send, &s[i]);
         }
         sem_settle(c, 3, 0);

@@ -159,7 +159,8 @@ END_TEST
 
 /* Sender and receiver with tiny deadlines around each other, for the race test. */
 struct race {
-    chan_t *ch;
+    chan_t *ch;         /* the sender's handle */
+    chan_t *rx;         /* the receiver's handle (another connection when remote) */
     long n;             /* values to try to send */
     unsigned char *sent; /* sent[i]: send of i returned 0 */
     unsigned char *got;  /* got[i]: times i was received */
@@ -187,7 +188,7 @@ static void waits_race_receiver(void *arg)
     long v;
 
     for (long i = 0; !r->sender_done; i++) {
-        int ret = sem_recv_int(r->ch, &v, sem_in(i % 2));
+        int ret = sem_recv_int(r->rx, &v, sem_in(i % 2));
         if (ret == 1 && v >= 0 && v < r->n)
             r->got[v]++;
         else if (ret == 1 || ret == 0 || (errno != ETIMEDOUT && errno != EAGAIN))
@@ -204,6 +205,7 @@ START_TEST(test_timeouts_racing_completions_never_lose_or_duplicate)
         struct sem_group g = {0};
         long v, sent = 0, got = 0;
 
+        r.rx = sem_peer(r.ch);
         r.sent = calloc((size_t)r.n, 1);
         r.got = calloc((size_t)r.n, 1);
         ck_assert(r.sent && r.got);
@@ -235,7 +237,7 @@ START_TEST(test_cancelled_send_fails_with_ecanceled_and_delivers_nothing)
 
     for (int k = 0; k < 2; k++) {
         chan_t *c = sem_mk(caps[k]);
-        struct sem_op s = {.ch = c, .v = 66, .deadline = -1};
+        struct sem_op s = {.ch = sem_peer(c), .v = 66, .deadline = -1};
         long v;
 
         if (caps[k])
@@ -263,7 +265,7 @@ START_TEST(test_cancelled_recv_fails_with_ecanceled_and_consumes_nothing)
 
     for (int k = 0; k < 2; k++) {
         chan_t *c = sem_mk(caps[k]);
-        struct sem_op r = {.ch = c, .v = -1, .deadline = -1};
+        struct sem_op r = {.ch = sem_peer(c), .v = -1, .deadline = -1};
         long v;
 
         int cr = sem_go(sem_op_recv, &r);
@@ -396,7 +398,8 @@ START_TEST(test_blocked_receivers_are_served_in_arrival_order)
         /* Plain receivers and select receivers alternate in one queue. */
         for (int i = 0; i < N; i++) {
             if (i % 2 == 0) {
-                r[i] = (struct sem_op){.ch = c, .v = -1, .deadline = sem_in(5000)};
+                r[i] = (struct sem_op){.ch = i % 4 ? c : sem_peer(c), .v = -1,
+                                       .deadline = sem_in(5000)};
                 cr[i] = sem_go(sem_op_recv, &r[i]);
             } else {
                 sr[i] = (struct sel_recv){.c = c, .idle = idle, .v = -1};
@@ -445,7 +448,9 @@ START_TEST(test_blocked_senders_complete_in_arrival_order)
         for (size_t i = 0; i < caps[k]; i++)
             SEM_RETURNS(sem_send_int(c, 100 + (long)i, 0), 0);
         for (int i = 0; i < N; i++) {
-            s[i] = (struct sem_op){.ch = c, .v = i, .deadline = sem_in(5000)};
+            /* Plain senders alternate between the two connections. */
+            s[i] = (struct sem_op){.ch = i % 4 == 2 ? sem_peer(c) : c, .v = i,
+                                   .deadline = sem_in(5000)};
             cr[i] = sem_go(i % 2 ? waits_sel_send : sem_op_send, &s[i]);
             sem_settle(c, i + 1, 0);
         }
@@ -534,11 +539,14 @@ START_TEST(test_each_message_is_delivered_to_exactly_one_receiver)
 
         ck_assert(seen != NULL);
         for (int i = 0; i < NCONS; i++) {
-            cons[i] = (struct consumer){.c = c, .idle = idle, .use_select = i % 2, .seen = seen};
+            /* Plain consumers on the peer connection, select consumers on the first. */
+            cons[i] = (struct consumer){.c = i % 2 ? c : sem_peer(c), .idle = idle,
+                                        .use_select = i % 2, .seen = seen};
             sem_group_go(&cg, waits_consumer, &cons[i]);
         }
         for (int i = 0; i < NPROD; i++) {
-            prod[i] = (struct producer){.c = c, .from = i * n / NPROD, .to = (i + 1) * n / NPROD};
+            prod[i] = (struct producer){.c = i ? sem_peer(c) : c, .from = i * n / NPROD,
+                                        .to = (i + 1) * n / NPROD};
             sem_group_go(&pg, waits_producer, &prod[i]);
         }
         sem_group_join(&pg, sem_in(sem_scale(20000, 60000)));
