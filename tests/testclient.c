@@ -123,6 +123,20 @@ static int tc_read_port(const char *path)
     return (int)port;
 }
 
+/*
+ * The port file has served its purpose once read: remove it and its dir at
+ * once, since a failed assertion ends the test process with _exit and no
+ * cleanup would run later.
+ */
+static void tc_server_tidy(struct tc_server *s)
+{
+    if (s->portfile[0] != '\0')
+        unlink(s->portfile);
+    if (s->dir[0] != '\0')
+        rmdir(s->dir);
+    s->portfile[0] = s->dir[0] = '\0';
+}
+
 void tc_server_start(struct tc_server *s, ...)
 {
     const char *chand = getenv("CHAND");
@@ -167,14 +181,19 @@ void tc_server_start(struct tc_server *s, ...)
     for (;;) {
         int status;
         s->port = tc_read_port(s->portfile);
-        if (s->port > 0)
+        if (s->port > 0) {
+            tc_server_tidy(s);
             return;
+        }
         if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
             s->pid = 0;
-            ck_abort_msg("chand exited (wait status 0x%x) before writing %s", status, s->portfile);
+            tc_server_tidy(s);
+            ck_abort_msg("chand exited (wait status 0x%x) before writing its port file", status);
         }
-        ck_assert_msg(tc_now_ms() < deadline, "chand wrote no port to %s within %d ms", s->portfile,
-                      TC_START_MS);
+        if (tc_now_ms() >= deadline) {
+            tc_server_tidy(s);
+            ck_abort_msg("chand wrote no port file within %d ms", TC_START_MS);
+        }
         tc_pause_ms(2);
     }
 }
@@ -201,11 +220,7 @@ int tc_server_stop(struct tc_server *s, int sig, int max_ms)
         }
         s->pid = 0;
     }
-    if (s->portfile[0] != '\0')
-        unlink(s->portfile);
-    if (s->dir[0] != '\0')
-        rmdir(s->dir);
-    s->portfile[0] = s->dir[0] = '\0';
+    tc_server_tidy(s);
     return status;
 }
 

@@ -32,13 +32,14 @@
 struct tc_server {
     pid_t pid;          /* chand's pid, 0 once reaped */
     int port;           /* TCP port it listens on (127.0.0.1) */
-    char dir[64];       /* private temp dir holding the port file */
-    char portfile[96];  /* dir + "/port" */
+    char dir[64];       /* private temp dir for the port file; "" once removed */
+    char portfile[96];  /* dir + "/port"; "" once removed */
 };
 
 /*
  * Start $CHAND --port 0 --port-file F plus the NULL-terminated extra
- * arguments, and wait (bounded) until F names the port. chand dies with the
+ * arguments, and wait (bounded) until F names the port; F and its temp dir
+ * are removed as soon as it is read. chand dies with the
  * calling process (PR_SET_PDEATHSIG), so a failed test leaves no daemon
  * behind. Aborts the test on failure.
  */
@@ -47,7 +48,7 @@ void tc_server_start(struct tc_server *s, ...);
 /*
  * Send sig (0: none) and wait up to max_ms for chand to exit. Returns its
  * wait status, or -1 if it was still running (it is then killed and
- * reaped). Removes the temp dir.
+ * reaped).
  */
 int tc_server_stop(struct tc_server *s, int sig, int max_ms);
 
