@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #include <check.h>
 #include <event2/buffer.h>
@@ -1025,6 +1026,37 @@ START_TEST(test_sigterm_answers_blocked_ops_and_exits_zero)
 }
 END_TEST
 
+START_TEST(test_repeated_stop_signals_still_exit_zero)
+{
+    struct tc_server srv;
+    struct tc_conn *a;
+    int64_t deadline;
+    int st = -1, sent = 0;
+
+    tc_server_start(&srv, NULL);
+    a = tc_connect_hello(srv.port);
+    /* supervisors signal the process and then its group: chand sees it twice or more */
+    deadline = tc_now_ms() + 2 * TC_EXIT_MS;
+    for (;;) {
+        pid_t r = waitpid(srv.pid, &st, WNOHANG);
+        if (r == srv.pid)
+            break;
+        ck_assert_msg(tc_now_ms() < deadline, "chand still running %d ms into repeated SIGTERMs",
+                      2 * TC_EXIT_MS);
+        kill(srv.pid, SIGTERM);
+        sent++;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    srv.pid = 0;
+    tc_server_stop(&srv, 0, 0);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                  "after %d SIGTERMs chand ended with %s %d, want exit 0", sent,
+                  WIFEXITED(st) ? "exit status" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+    tc_conn_free(a);
+}
+END_TEST
+
 static Suite *broker_suite(void)
 {
     Suite *s = suite_create("broker");
@@ -1067,6 +1099,7 @@ static Suite *broker_suite(void)
     tcase_set_timeout(tc, 20);
     tcase_add_loop_test(tc, test_sigterm_answers_blocked_ops_and_exits_zero, 0,
                         (int)(sizeof stop_signals / sizeof stop_signals[0]));
+    tcase_add_test(tc, test_repeated_stop_signals_still_exit_zero);
     suite_add_tcase(s, tc);
     return s;
 }
