@@ -146,7 +146,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
     struct conn *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
 
-    while (c->state == CONN_HELLO || c->state == CONN_READY) {
+    while ((c->state == CONN_HELLO || c->state == CONN_READY) && !c->broken) {
         ProtobufCMessage *hdr = NULL;
         size_t npl = 0, need = 0;
         char err[160];
@@ -270,6 +270,9 @@ void conn_doom(struct conn *c)
 {
     if (c->state >= CONN_CLOSING)
         return;
+    if (c->broken)
+        return;
+    c->broken = 1;
     log_msg(LL_WARN, "conn %" PRIu64 " (%s): a reply could not be written; dropping it",
             c->serial, c->peer);
     bufferevent_disable(c->bev, EV_READ);
@@ -304,7 +307,7 @@ void conn_teardown(void)
 
 int conn_reply(struct conn *c, Chanwire__ServerFrame *f, const struct wire_payload *pl, size_t n)
 {
-    if (c->state >= CONN_CLOSING)
+    if (c->state >= CONN_CLOSING || c->broken)
         return 0;
     if (wire_put(bufferevent_get_output(c->bev), &f->base, pl, n) < 0) {
         /* A frame may be half written: nothing after it could be trusted. */

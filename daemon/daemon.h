@@ -253,6 +253,7 @@ struct conn {
     uint64_t serial;              /* 1, 2, ... for logs */
     int state;                    /* enum conn_state */
     int counted;                  /* counts against --max-conns */
+    int broken;                   /* a reply failed half-written: write and read nothing more */
     char peer[64];                /* "addr:port" of the client */
     char name[64];                /* HELLO client_name, for logs */
     unsigned char session[16];    /* HELLO session UUID (zeros if none) */

@@ -3,7 +3,7 @@
  * listener, a bufferevent per connection, a timer per blocked request,
  * the signal events. SIGTERM and SIGINT stop accepting, answer every
  * blocked request with SHUTDOWN, flush what is queued and leave the loop;
- * a one-second timer makes sure the exit happens whatever the peers do.
+ * a timer makes sure the exit happens within a second whatever the peers do.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -21,7 +21,7 @@
 #include "daemon.h"
 
 /* How long shutdown waits for outputs to drain, ms. */
-#define SHUTDOWN_GRACE_MS 1000
+#define SHUTDOWN_GRACE_MS 800
 /* Pause before accepting again after the fd table filled up, ms. */
 #define ACCEPT_RETRY_MS 100
 
