@@ -426,6 +426,7 @@ struct broker {
     TAILQ_HEAD(, conn) reap;       /* connections to free on the next turn */
     struct event *reap_ev;         /* frees the reap list */
     int stopping;                  /* SIGTERM/SIGINT seen */
+    unsigned char instance[16];    /* UUID of this process, in HELLO replies: changes on restart */
 };
 
 extern struct broker broker;

@@ -71,6 +71,8 @@ static void dispatch_hello(struct conn *c, Chanwire__ClientFrame *f)
     hr.session = h->session;
     hr.max_msg = broker.opt.max_msg;
     hr.server = server;
+    hr.instance.data = broker.instance;
+    hr.instance.len = sizeof broker.instance;
     sf.id = f->id;
     sf.body_case = CHANWIRE__SERVER_FRAME__BODY_HELLO;
     sf.hello = &hr;

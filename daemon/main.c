@@ -17,6 +17,7 @@
 
 #include <arpa/inet.h>
 #include <event2/listener.h>
+#include <uuid/uuid.h>
 
 #include "daemon.h"
 
@@ -262,8 +263,16 @@ int main(int argc, char **argv)
         return rc == 1 ? 0 : 2;
     log_set_level(broker.opt.log_level);
     signal(SIGPIPE, SIG_IGN);
+    /*
+     * libevent puts back the disposition it found when the signal events
+     * are freed at exit; ignoring is what it must find, or a second
+     * SIGTERM from a supervisor would kill the process mid-teardown.
+     */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
     main_raise_nofile();
     broker.max_frame = WIRE_FRAME_MAX(broker.opt.max_msg);
+    uuid_generate(broker.instance);
     TAILQ_INIT(&broker.conns);
     TAILQ_INIT(&broker.reap);
 
