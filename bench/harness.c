@@ -35,6 +35,7 @@ struct bench_slot {
 /* Shared by every process of the run (MAP_SHARED anonymous). */
 struct bench_board {
     _Atomic int ping_done;    /* rtt: the ping side finished (or failed) */
+    _Atomic int producers_done; /* producers that sent all their messages */
     uint64_t t0;              /* bench_ns() when the processes were released */
     double p50, p99, p999;    /* rtt: microseconds, written by the ping process */
     double mean, max;         /* rtt: microseconds */
@@ -118,6 +119,11 @@ int bench_finished(void)
     for (int i = 0; i < BENCH_MAX_PROCS; i++)
         total += atomic_load_explicit(&bench_board->slot[i].count, memory_order_acquire);
     return total >= (uint64_t)bench_o->n;
+}
+
+int bench_producer_done(void)
+{
+    return atomic_fetch_add(&bench_board->producers_done, 1) + 1 == bench_o->producers;
 }
 
 void bench_ready(void)

@@ -88,6 +88,13 @@ int bench_take(const void *data, size_t len);
  */
 int bench_finished(void);
 
+/*
+ * Producer: note that this process sent all its messages. Returns 1 for the
+ * last producer to finish (which may then close the channel, so that
+ * consumers see the end the way a user's program would), 0 otherwise.
+ */
+int bench_producer_done(void);
+
 /* Nanoseconds on CLOCK_MONOTONIC. */
 uint64_t bench_ns(void);
 

@@ -2,7 +2,9 @@
  * peer_chand.c: the load-test roles against chand through libchanclient.
  * --conc K runs K coroutines per process on one connection (K concurrent
  * requests in flight); with --variant many each coroutine moves --batch
- * messages per call with chan_send_many/chan_recv_many.
+ * messages per call with chan_send_many/chan_recv_many. Consumers block
+ * without a deadline and stop when the channel is closed and drained: the
+ * last producer to finish closes it, as a Go program would.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -102,28 +104,24 @@ static void chand_consume_cr(void *arg)
 
 #ifdef BENCH_HAVE_MANY
         if (batch > 1)
-            got = chan_recv_many(j->ch, m, batch, chan_now() + BENCH_POLL_MS);
+            got = chan_recv_many(j->ch, m, batch, -1);
         else
 #endif
-            got = chan_recv(j->ch, m, chan_now() + BENCH_POLL_MS);
-        if (got > 0) {
-            for (int b = 0; b < got; b++) {
-                if (bench_take(m[b].data, m[b].len) < 0)
-                    j->failed = 1;
-                chan_msg_free(&m[b]);
-            }
-            if (j->failed)
-                break;
-            continue;
+            got = chan_recv(j->ch, m, -1);
+        if (got == 0)
+            break; /* closed and drained: the last producer is done */
+        if (got < 0) {
+            perror("chand: recv");
+            j->failed = 1;
+            break;
         }
-        if (got < 0 && errno == ETIMEDOUT) {
-            if (bench_finished())
-                break;
-            continue;
+        for (int b = 0; b < got; b++) {
+            if (bench_take(m[b].data, m[b].len) < 0)
+                j->failed = 1;
+            chan_msg_free(&m[b]);
         }
-        perror("chand: recv");
-        j->failed = 1;
-        break;
+        if (j->failed)
+            break;
     }
     free(m);
 }
@@ -193,6 +191,11 @@ static int chand_produce(const struct bench_opts *o, int idx, uint64_t first, ui
     if (ch != NULL) {
         bench_wait_go();
         rc = chand_run(o, ch, chand_produce_cr, first, count);
+        /* as a Go program would: the last sender closes, receivers drain */
+        if (bench_producer_done() && chan_close(ch) < 0) {
+            perror("chand: close");
+            rc = -1;
+        }
         chan_free(ch);
     }
     chan_disconnect(cl);
@@ -262,6 +265,8 @@ static int chand_ping(const struct bench_opts *o)
         bench_wait_go();
         rc = bench_rtt_run(o, &r, chand_rtt_send, chand_rtt_recv);
         chan_msg_free(&r.m);
+        if (chan_close(r.a) < 0) /* the echo's end */
+            rc = -1;
     }
     chan_free(r.a);
     chan_free(r.b);
@@ -283,7 +288,7 @@ static int chand_echo(const struct bench_opts *o)
         bench_ready();
         for (;;) {
             chan_msg_t m;
-            int got = chan_recv(a, &m, chan_now() + BENCH_POLL_MS);
+            int got = chan_recv(a, &m, -1);
 
             if (got == 1) {
                 int s = chan_send(b, m.data, m.len, -1);
@@ -295,12 +300,9 @@ static int chand_echo(const struct bench_opts *o)
                 }
                 continue;
             }
-            if (got < 0 && errno == ETIMEDOUT) {
-                if (bench_finished()) {
-                    rc = 0;
-                    break;
-                }
-                continue;
+            if (got == 0) { /* the ping side closed a: done */
+                rc = 0;
+                break;
             }
             perror("chand: echo recv");
             break;
