@@ -32,11 +32,71 @@ int chan_recv(chan_t *ch, chan_msg_t *msg, int64_t deadline)
     return ch->ops->recv(ch, msg, deadline);
 }
 
+int chan_send_many(chan_t *ch, const struct iovec *msgs, int n, int64_t deadline)
+{
+    int i;
+
+    if (!ch || n < 1 || !msgs || chan_bad_deadline(deadline)) {
+        errno = EINVAL;
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        if (!msgs[i].iov_base && msgs[i].iov_len) {
+            errno = EINVAL;
+            return -1;
+        }
+    }
+    return ch->ops->send_many(ch, msgs, n, deadline);
+}
+
+int chan_recv_many(chan_t *ch, chan_msg_t *msgs, int n, int64_t deadline)
+{
+    if (!ch || n < 1 || !msgs || chan_bad_deadline(deadline)) {
+        errno = EINVAL;
+        return -1;
+    }
+    memset(msgs, 0, (size_t)n * sizeof *msgs);
+    return ch->ops->recv_many(ch, msgs, n, deadline);
+}
+
+int chan_recv_lease(chan_t *ch, chan_msg_t *msg, int64_t lease_ms, int64_t deadline)
+{
+    if (!ch || !msg || lease_ms < 1 || chan_bad_deadline(deadline)) {
+        errno = EINVAL;
+        return -1;
+    }
+    return ch->ops->recv_lease(ch, msg, lease_ms, deadline);
+}
+
+static int chan_settle(chan_msg_t *msg, int ack)
+{
+    if (!msg || !(msg->priv_flags & MSG_LEASED)) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (msg->priv_flags & MSG_REMOTE)
+        return remote_lease_settle(msg, ack);
+    return local_lease_settle(msg, ack);
+}
+
+int chan_ack(chan_msg_t *msg)
+{
+    return chan_settle(msg, 1);
+}
+
+int chan_nack(chan_msg_t *msg)
+{
+    return chan_settle(msg, 0);
+}
+
 void chan_msg_free(chan_msg_t *msg)
 {
     if (!msg)
         return;
-    free(msg->priv_owner);
+    if ((msg->priv_flags & (MSG_LEASED | MSG_REMOTE)) == MSG_LEASED)
+        local_lease_release(msg);
+    else
+        free(msg->priv_owner);
     memset(msg, 0, sizeof *msg);
 }
 

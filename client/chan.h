@@ -75,8 +75,11 @@ typedef struct chan chan_t;
 /*
  * A received message. data/len are the payload (data is NUL-terminated
  * one byte past len for convenience); deliveries counts how often the
- * broker handed this message out (1 the first time). Release with
- * chan_msg_free once.
+ * channel handed this message out (1 the first time, one more after each
+ * nack or expired lease). Release with chan_msg_free once, also after
+ * chan_ack or chan_nack. The private fields are the library's; a copy of
+ * the struct may be freed or settled in place of the original, but only
+ * one of them.
  */
 typedef struct chan_msg {
     void *data;
@@ -86,6 +89,8 @@ typedef struct chan_msg {
     uint32_t priv_flags;
     uint64_t priv_tag;
     void *priv_owner;
+    void *priv_peer;
+    uint64_t priv_epoch;
 } chan_msg_t;
 
 /*
@@ -97,8 +102,16 @@ CHAN_EXPORT chan_t *chan_make(size_t cap);
 /*
  * Send len bytes at data. Returns 0 once the message is buffered or, for
  * an unbuffered channel, taken by a receiver. data may be reused at return.
+ * Remote: if the connection drops while the send is in flight, the library
+ * reconnects and sends it again under the same sequence number; a broker
+ * that had completed it drops the repeat, so the message goes once and the
+ * call reports what happened. Finding that out may take the client's
+ * retry_ms past the deadline, and the call is not cancellable meanwhile.
  * ERRORS: EPIPE (closed; not delivered), EAGAIN (deadline 0), ETIMEDOUT,
- * ECANCELED, EMSGSIZE, EINVAL, ESTALE, ECONNRESET, ENOTCONN.
+ * ECANCELED, EMSGSIZE, EINVAL, ESTALE, ENOTCONN (broker unreachable; not
+ * delivered), ECONNRESET (the broker restarted, or stayed unreachable for
+ * retry_ms, while the send was in flight: it may or may not have been
+ * delivered; a restarted broker has forgotten what it had completed).
  */
 CHAN_EXPORT int chan_send(chan_t *ch, const void *data, size_t len, int64_t deadline);
 
@@ -109,13 +122,73 @@ CHAN_EXPORT int chan_send(chan_t *ch, const void *data, size_t len, int64_t dead
  */
 CHAN_EXPORT int chan_recv(chan_t *ch, chan_msg_t *msg, int64_t deadline);
 
-/* Release a received message's memory. NULL or an empty msg is a no-op. */
+/*
+ * Release a received message's memory. NULL or an empty msg is a no-op.
+ * Freeing a leased message does not settle it: unless chan_ack or
+ * chan_nack came first, its lease runs on and it is redelivered.
+ */
 CHAN_EXPORT void chan_msg_free(chan_msg_t *msg);
 
 /*
+ * Send msgs[0..n) in order, as n consecutive chan_send calls would, in one
+ * round trip where the channel is remote. Like write(2), it waits (until
+ * deadline) only for the first message; the rest go while they can go at
+ * once, so a short count means the next message would have had to wait, the
+ * channel was closed meanwhile, or a message over the limit comes next.
+ * Returns how many were sent (>= 1), message by message with the rules of
+ * chan_send (capacity; for an unbuffered channel each one is taken by a
+ * receiver). A batch over the broker's frame limit goes as several frames.
+ * ERRORS (nothing was sent): EINVAL (n < 1, msgs NULL, a NULL base with a
+ * length), and those of chan_send for the first message. ECONNRESET after a
+ * broker restart means any message of the batch may have been delivered.
+ */
+CHAN_EXPORT int chan_send_many(chan_t *ch, const struct iovec *msgs, int n, int64_t deadline);
+
+/*
+ * Receive up to n messages into msgs[0..n). Like read(2), it waits (until
+ * deadline) for the first one and then takes only what is there at once,
+ * never waiting for n: returns how many it took (>= 1), or 0 when the
+ * channel is closed and drained. Only the messages returned left the
+ * channel; nothing is fetched ahead. Every msgs[i] is cleared first; free
+ * each returned one with chan_msg_free.
+ * ERRORS: EINVAL (n < 1, msgs NULL), and those of chan_recv.
+ */
+CHAN_EXPORT int chan_recv_many(chan_t *ch, chan_msg_t *msgs, int n, int64_t deadline);
+
+/*
+ * Leased receive, the reliable job queue: as chan_recv, but the message
+ * stays the channel's (counted against its capacity; for an unbuffered
+ * channel its sender still waits) until chan_ack. chan_nack, or lease_ms
+ * milliseconds after the delivery without either, puts it back at the head
+ * of the channel to be delivered again with deliveries + 1. A remote
+ * message whose connection drops goes back the same way. Free msg with
+ * chan_msg_free in any case.
+ * ERRORS: EINVAL (lease_ms < 1), and those of chan_recv.
+ */
+CHAN_EXPORT int chan_recv_lease(chan_t *ch, chan_msg_t *msg, int64_t lease_ms, int64_t deadline);
+
+/*
+ * Settle a message from chan_recv_lease: chan_ack says done (the message is
+ * gone for good; an unbuffered channel's sender completes), chan_nack gives
+ * it back (head of the channel, deliveries + 1). Remote: one round trip,
+ * so 0 means the broker applied it. At most one of the two, once.
+ * ERRORS: EINVAL (msg is not a leased message, was settled already, or its
+ * lease expired first: it was redelivered or is waiting to be), ESTALE
+ * (local channel freed meanwhile), ECONNRESET (remote: the connection that
+ * delivered it dropped, before the call or during it; the broker gave the
+ * message back unless the ack reached it first), ECANCELED.
+ */
+CHAN_EXPORT int chan_ack(chan_msg_t *msg);
+CHAN_EXPORT int chan_nack(chan_msg_t *msg);
+
+/*
  * Close ch: blocked and future receivers drain the buffer, then get 0;
- * blocked and future senders get EPIPE.
- * ERRORS: EPIPE (already closed), ESTALE, ECONNRESET, ENOTCONN.
+ * blocked and future senders get EPIPE. Remote: a close in flight when the
+ * connection drops is sent again to the same broker; if the channel is then
+ * found closed, the first one got through (or another client closed it in
+ * between) and the call returns 0.
+ * ERRORS: EPIPE (already closed), ESTALE, ECONNRESET (the broker restarted
+ * or stayed unreachable while the close was in flight), ENOTCONN.
  */
 CHAN_EXPORT int chan_close(chan_t *ch);
 
@@ -162,7 +235,10 @@ typedef struct chan_client chan_client_t;
 
 /*
  * Connect to the broker at "host:port" (one address; a list of several,
- * for sharding, fails with ENOTSUP for now). opts may be NULL.
+ * for sharding, fails with ENOTSUP for now). opts may be NULL. The client
+ * keeps one session across reconnects; its channel handles stay valid
+ * while the broker is the same process, and are opened again by name and
+ * capacity on a broker that restarted.
  * ERRORS: EINVAL (bad address), ENOTSUP, ECONNREFUSED/ECONNRESET
  * (unreachable within retry_ms), EACCES (token refused), ENOMEM.
  */
@@ -203,8 +279,13 @@ CHAN_EXPORT int chan_list(chan_client_t *cl, const char *prefix, struct chan_inf
 
 /*
  * Delete channel name: its blocked operations fail with ENOENT, its
- * buffered messages are dropped, handles to it become stale.
- * ERRORS: EINVAL, ENOENT, ECONNRESET, ENOTCONN.
+ * buffered messages are dropped, handles to it become stale. A delete in
+ * flight when the connection drops is sent again to the same broker; if
+ * the channel is then missing, the first one got through and the call
+ * returns 0 (a channel of that name created in between by someone else
+ * would be deleted by the repeat).
+ * ERRORS: EINVAL, ENOENT, ECONNRESET (the broker restarted or stayed
+ * unreachable while the delete was in flight), ENOTCONN.
  */
 CHAN_EXPORT int chan_delete(chan_client_t *cl, const char *name);
 

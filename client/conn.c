@@ -3,9 +3,14 @@
  * share it: each request gets a fresh id and its coroutine parks while the
  * request sits in the pending table; the read callback files each reply
  * and wakes exactly the coroutine that asked. Received messages are acked
- * as soon as their bytes are in the process, in batches. When the
- * connection drops it comes back with exponential backoff, and each waiting
- * request either goes again (it had no side effect) or fails ECONNRESET.
+ * as soon as their bytes are in the process, in batches (leased ones wait
+ * for the application). When the connection drops it comes back with
+ * exponential backoff under the same session UUID, and each request that
+ * was out either goes again (it had no side effect; or it is one the broker
+ * recognises when repeated, and the broker is the same process and, for a
+ * SEND, still knows the session's seqs) or fails ECONNRESET. The broker's
+ * instance UUID in each HELLO reply tells a reconnect to the same broker,
+ * whose channel handles stay good, from a restarted one.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -232,8 +237,23 @@ static void conn_hello_reply(struct chan_client *cl, Chanwire__ServerFrame *f)
 
     cl->hello_id = 0;
     if (status == CHANWIRE__STATUS__STATUS_OK) {
-        if (f->body_case == CHANWIRE__SERVER_FRAME__BODY_HELLO && f->hello->max_msg > 0)
-            cl->max_msg = (size_t)f->hello->max_msg;
+        const Chanwire__HelloReply *h =
+            f->body_case == CHANWIRE__SERVER_FRAME__BODY_HELLO ? f->hello : NULL;
+        int has = h != NULL && h->instance.len == sizeof cl->instance;
+        int same = has && cl->have_instance &&
+                   memcmp(h->instance.data, cl->instance, sizeof cl->instance) == 0;
+
+        if (h != NULL && h->max_msg > 0)
+            cl->max_msg = (size_t)h->max_msg;
+        /* A broker that cannot say who it is might have restarted: assume it did. */
+        if (!same) {
+            cl->inst_gen++;
+            cl->have_instance = has;
+            if (has)
+                memcpy(cl->instance, h->instance.data, sizeof cl->instance);
+        }
+        if (!same || !h->resumed)
+            cl->sess_gen++;
         cl->state = CONN_READY;
         cl->epoch++;
         cl->backoff_ms = CONN_BACKOFF_MIN_MS;
@@ -265,7 +285,9 @@ static void conn_reply(struct chan_client *cl, Chanwire__ServerFrame *f)
     size_t ntags = 0;
     int nack;
 
-    if (f->id != 0 && f->id == cl->hello_id) {
+    /* A refused HELLO may be answered on id 0, as a connection-level error. */
+    if ((f->id != 0 && f->id == cl->hello_id) ||
+        (cl->state == CONN_HELLO && f->status == CHANWIRE__STATUS__STATUS_UNAUTHORIZED)) {
         conn_rx_free(cl);
         conn_hello_reply(cl, f);
         protobuf_c_message_free_unpacked(&f->base, NULL);
@@ -301,7 +323,13 @@ static void conn_reply(struct chan_client *cl, Chanwire__ServerFrame *f)
     r->status = f->status;
     r->reply = f;
     r->err = 0;
+    r->reply_epoch = cl->epoch;
+    r->reply_gen = cl->inst_gen;
     if (ntags != cl->nrx && cl->nrx > 0)
+        r->err = EPROTO;
+    /* more messages than asked for would be lost to the caller: give them all back */
+    if (r->frame->body_case == CHANWIRE__CLIENT_FRAME__BODY_RECV &&
+        ntags > (r->frame->recv->max > 1 ? r->frame->recv->max : 1))
         r->err = EPROTO;
     if (cl->nrx == 1) {
         r->blk1 = cl->rx[0];
@@ -324,8 +352,10 @@ static void conn_reply(struct chan_client *cl, Chanwire__ServerFrame *f)
 
     /* A message nobody will take goes back to the head of its channel. */
     nack = r->gave_up || r->err != 0;
-    for (size_t i = 0; i < ntags; i++)
-        conn_settle(cl, tags[i], nack);
+    /* a leased one stays unacked until the application says */
+    if (nack || !(r->flags & REQ_LEASE))
+        for (size_t i = 0; i < ntags; i++)
+            conn_settle(cl, tags[i], nack);
     r->state = REQ_DONE;
     sched_wake(r->co);
 }
@@ -614,8 +644,14 @@ static void conn_cancel(struct chan_client *cl, struct conn_req *r)
 /* Put r on the current (READY) connection. 0, or -1 with errno ENOMEM. */
 static int conn_send(struct chan_client *cl, struct conn_req *r)
 {
+    /* a repeat for a cancelled caller only asks whether the first one happened */
     if (r->timeout != NULL)
-        *r->timeout = conn_timeout(r->deadline);
+        *r->timeout = r->gave_up ? 0 : conn_timeout(r->deadline);
+    if (!r->sent) {
+        r->sess_gen = cl->sess_gen;
+        if (!(r->flags & REQ_BOUND))
+            r->gen = cl->inst_gen;
+    }
     r->id = ++cl->next_id;
     r->frame->id = r->id;
     if (conn_table_put(cl, r) < 0) {
@@ -684,7 +720,10 @@ int conn_call(struct chan_client *cl, struct conn_req *r)
         return -1;
     }
     for (;;) {
-        rc = conn_wait_ready(cl, r->deadline, 1);
+        /* lost while out with a side effect: only the broker can say whether it happened */
+        int unsure = r->sent && (r->flags & REQ_RESEND);
+
+        rc = conn_wait_ready(cl, unsure ? -1 : r->deadline, !unsure);
         if (rc != 0) {
             switch (rc) {
             case ECANCELED:
@@ -699,9 +738,24 @@ int conn_call(struct chan_client *cl, struct conn_req *r)
             errno = rc;
             return -1;
         }
-        /* a broker that restarted numbers its channels afresh */
-        if ((r->flags & REQ_BOUND) && r->epoch != cl->epoch)
+        if (unsure) {
+            /*
+             * A restarted broker has forgotten what it did, and one that
+             * lost the session has forgotten the seqs: a repeat could do
+             * it twice.
+             */
+            if (r->gen != cl->inst_gen ||
+                ((r->flags & REQ_SESSION) && r->sess_gen != cl->sess_gen)) {
+                errno = ECONNRESET;
+                return -1;
+            }
+            r->resent = 1;
+            if (sched_cancelled(r->co))
+                r->gave_up = 1;
+        } else if ((r->flags & REQ_BOUND) && r->gen != cl->inst_gen) {
+            /* a broker that restarted numbers its channels afresh */
             return 1;
+        }
         if (conn_send(cl, r) < 0)
             return -1;
         conn_await(cl, r);
@@ -710,11 +764,11 @@ int conn_call(struct chan_client *cl, struct conn_req *r)
         /* LOST with the connection: the broker withdrew it, unless it had already happened */
         r->state = REQ_IDLE;
         r->id = 0;
-        if (!(r->flags & REQ_RETRY_SAFE)) {
+        if (!(r->flags & (REQ_RETRY_SAFE | REQ_RESEND))) {
             errno = ECONNRESET;
             return -1;
         }
-        if (r->gave_up) {
+        if (r->gave_up && !(r->flags & REQ_RESEND)) {
             errno = ECANCELED;
             return -1;
         }

@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "chan.h"
 
@@ -206,6 +207,11 @@ void sched_dump(void);
 struct chan_ops {
     int (*send)(chan_t *ch, const void *data, size_t len, int64_t deadline);
     int (*recv)(chan_t *ch, chan_msg_t *msg, int64_t deadline);
+    /* n >= 1, every iovec checked; msgs[0..n) cleared by the kind */
+    int (*send_many)(chan_t *ch, const struct iovec *msgs, int n, int64_t deadline);
+    int (*recv_many)(chan_t *ch, chan_msg_t *msgs, int n, int64_t deadline);
+    /* lease_ms >= 1 */
+    int (*recv_lease)(chan_t *ch, chan_msg_t *msg, int64_t lease_ms, int64_t deadline);
     int (*close)(chan_t *ch);
     long (*len)(chan_t *ch);
     long (*cap)(chan_t *ch);
@@ -223,13 +229,29 @@ struct chan {
 /*
  * Received messages: the kind allocates one block holding the payload
  * (NUL-terminated) and sets msg->data, msg->len, msg->deliveries and
- * msg->priv_owner to the block; chan_msg_free frees priv_owner.
+ * msg->priv_owner to the block; chan_msg_free frees priv_owner, except
+ * for a local leased message (MSG_LEASED without MSG_REMOTE), whose
+ * priv_owner is its struct local_lease, released by local_lease_release.
+ * A remote leased message also has priv_tag (its delivery tag), priv_peer
+ * (its struct chan_client) and priv_epoch (the connection that delivered it).
  */
+#define MSG_LEASED 0x1u   /* from chan_recv_lease: chan_ack/chan_nack apply */
+#define MSG_REMOTE 0x2u   /* delivered by chand */
+#define MSG_SETTLED 0x4u  /* remote: chan_ack/chan_nack got an answer (or the lease is lost) */
 
 /* ---- local.c: local channels on core/ -------------------------------- */
 extern const struct chan_ops local_ops;
 
+/* chan_ack (ack set) or chan_nack of a local leased message. */
+int local_lease_settle(chan_msg_t *msg, int ack);
+
+/* chan_msg_free of a local leased message: drops the receiver's reference. */
+void local_lease_release(chan_msg_t *msg);
+
 /* ---- remote.c: channels hosted by chand ------------------------------ */
 extern const struct chan_ops remote_ops;
+
+/* chan_ack (ack set) or chan_nack of a remote leased message. */
+int remote_lease_settle(chan_msg_t *msg, int ack);
 
 #endif /* CHAN_INTERNAL_H */

@@ -11,6 +11,15 @@
  * coroutine is still blocked on is a programmer error and aborts with a
  * message; a closed channel whose waiters were all woken may be freed at
  * once (they do not touch it again).
+ *
+ * Leased receives use the core's acked delivery (CORE_W_ACK): the block
+ * stays counted against the channel until chan_ack, and chan_nack or a
+ * libevent timer at the lease's end hands it back with core_nack. The
+ * receiver reads a copy, so the block itself can go back to the channel
+ * while the receiver still holds its chan_msg_t. On an unbuffered channel
+ * such a receiver keeps the sender waiting until it acks, so a sender's
+ * deadline or cancel may find its message already in a lease holder's
+ * hands: it then waits for the ack (delivered) or the nack (not delivered).
  */
 #include <errno.h>
 #include <limits.h>
@@ -19,6 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <event2/event.h>
 
 #include "core.h"
 #include "internal.h"
@@ -29,10 +40,13 @@
 /* Cases of a select whose waiters fit on the stack. */
 #define LOCAL_SELECT_STACK 8
 
+struct local_lease;
+
 /* A local channel. Ownership: chan_make's caller, until chan_free. */
 struct local_chan {
     struct chan base;          /* ops = &local_ops; first, so chan_t * converts */
     struct core_chan core;     /* buffer, queues and closed flag */
+    struct local_lease *leases;/* held leases, a list, so chan_free can end them */
 };
 
 /*
@@ -43,6 +57,24 @@ struct local_chan {
 struct local_msg {
     struct core_msg m;         /* the core's header; m.len payload bytes */
     char data[];               /* payload, then a NUL */
+};
+
+/*
+ * One leased delivery. Ownership: two references, the receiver's chan_msg_t
+ * (priv_owner, dropped by chan_msg_free) and the lease while it is held
+ * (dropped when it ends: ack, nack, expiry, or chan_free of the channel);
+ * freed when both are gone. While held, the lease owns the timer and the
+ * delivered block m; the core counts m as unacked.
+ */
+struct local_lease {
+    struct local_lease *next;  /* the channel's held leases */
+    struct local_lease *prev;
+    struct local_chan *lc;     /* its channel while held, NULL once ended */
+    struct core_msg *m;        /* the delivered block, while held */
+    struct event *timer;       /* fires at the end of the lease, while held */
+    int refs;                  /* 1 for the receiver's msg, 1 while held */
+    int gone;                  /* ended because its channel was freed */
+    char data[];               /* the receiver's copy of the payload, then a NUL */
 };
 
 static _Thread_local int local_seeded;
@@ -104,12 +136,24 @@ static void local_withdraw(void *arg, int status)
     core_cancel(arg, status);
 }
 
+/* Is w's send (or, for a select, its fired send case) held by a leased receiver? */
+static int local_inflight(const struct core_waiter *w)
+{
+    if (w->sel)
+        return w->sel->fired >= 0 && w->sel->cases[w->sel->fired].state == CORE_W_INFLIGHT;
+    return w->state == CORE_W_INFLIGHT;
+}
+
 /*
  * Wait for the pending operation w (a plain waiter, or any case of a
  * select). A timeout or a cancel withdraws it on the spot, before anyone
  * else runs, so it can no longer complete: nothing is lost or duplicated,
- * and a cancelled call has no effect. Returns 0 once w's operation
- * completed (its status in w), or ETIMEDOUT / ECANCELED.
+ * and a cancelled call has no effect. The one exception is a send that a
+ * leased receiver already holds: withdrawing it only marks it (the core
+ * records the status), and the lease's end decides, so the wait goes on,
+ * not cancellable, until then. Returns 0 once w's operation completed (its
+ * status in w, or in the fired case: the timeout or cancel status when the
+ * holder gave the message back), or ETIMEDOUT / ECANCELED.
  */
 static int local_wait(struct core_waiter *w, int64_t deadline, const char *what)
 {
@@ -117,6 +161,11 @@ static int local_wait(struct core_waiter *w, int64_t deadline, const char *what)
 
     sched_label(what);
     r = sched_park_withdraw(deadline, 1, local_withdraw, w);
+    if (r != 0 && local_inflight(w)) {
+        sched_label("send held by a lease");
+        sched_park(-1, 0);
+        r = 0;
+    }
     if (r == 0 && w->state != CORE_W_IDLE) {
         fprintf(stderr, "chan: local channel woke a waiter that is still queued\n");
         abort();
@@ -171,59 +220,265 @@ chan_t *chan_make(size_t cap)
     }
     lc->base.ops = &local_ops;
     core_chan_init(&lc->core, cap);
+    lc->leases = NULL;
     return &lc->base;
+}
+
+/*
+ * Send a copy of data[0..len) on lc; deadline 0 never waits. Returns 0 or
+ * an errno value (the message was then not delivered).
+ */
+static int local_send_msg(struct local_chan *lc, struct coro *self, const void *data, size_t len,
+                          int64_t deadline)
+{
+    struct core_waiter w;
+    struct local_msg *lm;
+    int st;
+
+    if (len > LOCAL_MAX_MSG)
+        return EMSGSIZE;
+    if (!(lm = local_msg_new(data, len)))
+        return ENOMEM;
+    local_waiter_init(&w, CORE_SEND, self);
+    w.msg = &lm->m;
+    st = core_send(&lc->core, &w, deadline != 0);
+    if (st == CORE_PENDING && deadline == 0) {
+        /*
+         * Only a leased receiver of an unbuffered channel makes a send that
+         * may not wait pend: it holds the message now. Its nack means the
+         * send would have had to wait.
+         */
+        core_cancel(&w, EAGAIN);
+        sched_label("send held by a lease");
+        sched_park(-1, 0);
+        st = w.status;
+    } else if (st == CORE_PENDING && (st = local_wait(&w, deadline, "send")) == 0) {
+        st = w.status;
+    }
+    if (st != 0)
+        free(lm); /* not delivered: still ours */
+    return st;
+}
+
+/*
+ * Receive one block from lc with waiter flags (CORE_W_ACK for a lease);
+ * deadline 0 never waits. Returns 0 with *m the block (the caller's),
+ * EPIPE for closed and drained, or an errno value.
+ */
+static int local_recv_msg(struct local_chan *lc, struct coro *self, unsigned flags, int64_t deadline,
+                          struct core_msg **m)
+{
+    struct core_waiter w;
+    int st;
+
+    local_waiter_init(&w, CORE_RECV, self);
+    w.flags = flags;
+    st = core_recv(&lc->core, &w, deadline != 0);
+    if (st == CORE_PENDING && (st = local_wait(&w, deadline, "recv")) == 0)
+        st = w.status;
+    if (st == 0)
+        *m = w.msg;
+    return st;
 }
 
 static int local_send(chan_t *ch, const void *data, size_t len, int64_t deadline)
 {
-    struct local_chan *lc = (struct local_chan *)ch;
-    struct core_waiter w;
-    struct local_msg *lm;
     struct coro *self;
     int st;
 
     if (!(self = local_self()))
         return -1;
-    if (len > LOCAL_MAX_MSG) {
-        errno = EMSGSIZE;
-        return -1;
-    }
-    if (!(lm = local_msg_new(data, len)))
-        return -1;
-    local_waiter_init(&w, CORE_SEND, self);
-    w.msg = &lm->m;
-    st = core_send(&lc->core, &w, deadline != 0);
-    if (st == CORE_PENDING && (st = local_wait(&w, deadline, "send")) == 0)
-        st = w.status;
+    st = local_send_msg((struct local_chan *)ch, self, data, len, deadline);
     if (st == 0)
         return 0;
-    free(lm); /* not delivered: still ours */
     errno = st;
     return -1;
 }
 
 static int local_recv(chan_t *ch, chan_msg_t *msg, int64_t deadline)
 {
-    struct local_chan *lc = (struct local_chan *)ch;
-    struct core_waiter w;
+    struct core_msg *m;
     struct coro *self;
     int st;
 
     local_msg_clear(msg);
     if (!(self = local_self()))
         return -1;
-    local_waiter_init(&w, CORE_RECV, self);
-    st = core_recv(&lc->core, &w, deadline != 0);
-    if (st == CORE_PENDING && (st = local_wait(&w, deadline, "recv")) == 0)
-        st = w.status;
+    st = local_recv_msg((struct local_chan *)ch, self, 0, deadline, &m);
     if (st == 0) {
-        local_msg_give(msg, w.msg);
+        local_msg_give(msg, m);
         return 1;
     }
     if (st == EPIPE)
         return 0; /* closed and drained */
     errno = st;
     return -1;
+}
+
+/* The first message may wait; the others go while they can go at once, like write(2). */
+static int local_send_many(chan_t *ch, const struct iovec *msgs, int n, int64_t deadline)
+{
+    struct coro *self;
+    int i, st = 0;
+
+    if (!(self = local_self()))
+        return -1;
+    for (i = 0; i < n; i++) {
+        st = local_send_msg((struct local_chan *)ch, self, msgs[i].iov_base, msgs[i].iov_len,
+                            i == 0 ? deadline : 0);
+        if (st != 0)
+            break;
+    }
+    if (i > 0)
+        return i;
+    errno = st;
+    return -1;
+}
+
+/* The first message may wait; then only what is there at once, like read(2). */
+static int local_recv_many(chan_t *ch, chan_msg_t *msgs, int n, int64_t deadline)
+{
+    struct local_chan *lc = (struct local_chan *)ch;
+    struct core_msg *m;
+    struct coro *self;
+    int got = 0, st;
+
+    if (!(self = local_self()))
+        return -1;
+    st = local_recv_msg(lc, self, 0, deadline, &m);
+    if (st == EPIPE)
+        return 0;
+    if (st != 0) {
+        errno = st;
+        return -1;
+    }
+    local_msg_give(&msgs[got++], m);
+    while (got < n && local_recv_msg(lc, self, 0, 0, &m) == 0)
+        local_msg_give(&msgs[got++], m);
+    return got;
+}
+
+/* ---- leases ------------------------------------------------------------ */
+
+static void local_lease_unref(struct local_lease *l)
+{
+    if (--l->refs == 0)
+        free(l);
+}
+
+/* Take l off its channel's list and stop its timer: it is no longer held. */
+static void local_lease_detach(struct local_lease *l)
+{
+    struct local_chan *lc = l->lc;
+
+    if (l->prev)
+        l->prev->next = l->next;
+    else
+        lc->leases = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
+    l->next = l->prev = NULL;
+    event_free(l->timer);
+    l->timer = NULL;
+    l->lc = NULL;
+    l->m = NULL;
+}
+
+/*
+ * End a held lease: ack (the block is gone; a waiting unbuffered sender
+ * completes) or nack (the block goes back to the head of the channel, or
+ * to its waiting sender). May wake coroutines; never parks, so it also
+ * serves the expiry timer's libevent callback.
+ */
+static void local_lease_end(struct local_lease *l, int ack)
+{
+    struct local_chan *lc = l->lc;
+    struct core_msg *m = l->m;
+
+    local_lease_detach(l);
+    if (ack) {
+        core_ack(&lc->core, m);
+        free(local_msg_of(m));
+    } else if (core_nack(&lc->core, m) != 0) {
+        /* only a destroyed channel hands the block back, and chan_free ends leases first */
+        fprintf(stderr, "chan: nack on a local channel that was freed\n");
+        abort();
+    }
+    local_lease_unref(l);
+}
+
+static void local_lease_expire(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    local_lease_end(arg, 0);
+}
+
+static int local_recv_lease(chan_t *ch, chan_msg_t *msg, int64_t lease_ms, int64_t deadline)
+{
+    struct local_chan *lc = (struct local_chan *)ch;
+    struct timeval tv = { .tv_sec = (time_t)(lease_ms / 1000),
+                          .tv_usec = (suseconds_t)(lease_ms % 1000 * 1000) };
+    struct local_lease *l;
+    struct core_msg *m;
+    struct coro *self;
+    int st;
+
+    local_msg_clear(msg);
+    if (!(self = local_self()))
+        return -1;
+    st = local_recv_msg(lc, self, CORE_W_ACK, deadline, &m);
+    if (st == EPIPE)
+        return 0;
+    if (st != 0) {
+        errno = st;
+        return -1;
+    }
+    l = malloc(sizeof *l + m->len + 1);
+    if (l && !(l->timer = evtimer_new(sched_base(), local_lease_expire, l))) {
+        free(l);
+        l = NULL;
+    }
+    if (!l) {
+        core_nack(&lc->core, m); /* back to the head, as if never taken */
+        errno = ENOMEM;
+        return -1;
+    }
+    l->lc = lc;
+    l->m = m;
+    l->refs = 2;
+    l->gone = 0;
+    memcpy(l->data, local_msg_of(m)->data, m->len + 1);
+    l->prev = NULL;
+    l->next = lc->leases;
+    if (l->next)
+        l->next->prev = l;
+    lc->leases = l;
+    evtimer_add(l->timer, &tv);
+    msg->data = l->data;
+    msg->len = m->len;
+    msg->deliveries = m->deliveries;
+    msg->priv_flags = MSG_LEASED;
+    msg->priv_tag = 0;
+    msg->priv_owner = l;
+    return 1;
+}
+
+int local_lease_settle(chan_msg_t *msg, int ack)
+{
+    struct local_lease *l = msg->priv_owner;
+
+    if (!l->lc) {
+        errno = l->gone ? ESTALE : EINVAL; /* settled, or expired and given back */
+        return -1;
+    }
+    local_lease_end(l, ack);
+    return 0;
+}
+
+void local_lease_release(chan_msg_t *msg)
+{
+    local_lease_unref(msg->priv_owner);
 }
 
 static int local_close(chan_t *ch)
@@ -251,11 +506,29 @@ static void local_free(chan_t *ch)
 {
     struct local_chan *lc = (struct local_chan *)ch;
 
+    struct local_lease *l;
+
     if (lc->core.sendq.n || lc->core.recvq.n) {
         fprintf(stderr, "chan: chan_free of a local channel with %zu blocked senders "
                         "and %zu blocked receivers\n",
                 lc->core.sendq.n, lc->core.recvq.n);
         abort();
+    }
+    for (l = lc->leases; l; l = l->next) {
+        if (l->m->sender) {
+            fprintf(stderr, "chan: chan_free of a local channel whose sender waits "
+                            "for a leased receiver's ack\n");
+            abort();
+        }
+    }
+    /* Held leases end with the channel: their messages go with its buffer. */
+    while ((l = lc->leases)) {
+        struct core_msg *m = l->m;
+
+        local_lease_detach(l);
+        free(local_msg_of(m));
+        l->gone = 1;
+        local_lease_unref(l);
     }
     core_chan_destroy(&lc->core, EPIPE, local_msg_destroy, NULL);
     free(lc);
@@ -320,6 +593,11 @@ static int local_select(struct chan_case *cases, int n, int64_t deadline)
         }
     }
     st = ws[idx].status;
+    if (cases[idx].op == CHAN_SEND && (st == ETIMEDOUT || st == ECANCELED)) {
+        /* a leased receiver gave back the message of a select that had timed out */
+        err = st == ETIMEDOUT && deadline == 0 ? EAGAIN : st;
+        goto out;
+    }
     if (cases[idx].op == CHAN_SEND) {
         if (st == 0) {
             ws[idx].msg = NULL; /* delivered: the channel's now */
@@ -363,6 +641,9 @@ static const void *local_select_domain(chan_t *ch)
 const struct chan_ops local_ops = {
     .send = local_send,
     .recv = local_recv,
+    .send_many = local_send_many,
+    .recv_many = local_recv_many,
+    .recv_lease = local_recv_lease,
     .close = local_close,
     .len = local_len,
     .cap = local_cap,

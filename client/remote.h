@@ -58,7 +58,12 @@ enum conn_req_state {
 
 /* conn_req.flags */
 #define REQ_RETRY_SAFE 0x1u  /* may be sent again on a new connection (no side effect) */
-#define REQ_BOUND 0x2u       /* names channel handles known good on connection `epoch` only */
+#define REQ_BOUND 0x2u       /* names channel handles known good on broker instance `gen` only */
+#define REQ_RESEND 0x4u      /* has a side effect, but the same broker recognises a repeat
+                                (CLOSE, DELETE): sent again after a drop if the broker is the same */
+#define REQ_SESSION 0x8u     /* with REQ_RESEND: the repeat is recognised by its seq, so the
+                                session must have been resumed too (SEND) */
+#define REQ_LEASE 0x10u      /* RECV with a lease: its deliveries are not acked on arrival */
 
 /*
  * One request. Lives on the caller's stack for the whole conn_call; the
@@ -77,9 +82,14 @@ struct conn_req {
     int64_t *timeout;             /* body's timeout_ms, refreshed from deadline at each send; or NULL */
     int64_t deadline;             /* absolute chan_now() ms; -1 never, 0 do not block */
     unsigned flags;               /* REQ_* */
-    uint64_t epoch;               /* REQ_BOUND: the connection its handles were checked on */
+    uint64_t gen;                 /* broker instance (cl->inst_gen) its handles were checked on,
+                                     or (not REQ_BOUND) it was first sent to */
+    uint64_t sess_gen;            /* cl->sess_gen when first sent */
+    uint64_t reply_epoch;         /* cl->epoch of the connection the reply came on */
+    uint64_t reply_gen;           /* cl->inst_gen of the broker that sent the reply */
     int state;                    /* enum conn_req_state */
     int sent;                     /* was on a connection at least once */
+    int resent;                   /* REQ_RESEND: went again after a drop; the first may have done it */
     int gave_up;                  /* the caller was cancelled: any message delivered is NACKed */
     int cancel_sent;              /* a CANCEL for this request went out */
     int64_t cancel_at;            /* chan_now() when it did */
@@ -123,7 +133,17 @@ struct chan_client {
 
     int state;                    /* enum conn_state */
     struct bufferevent *bev;      /* the connection, or NULL */
-    uint64_t epoch;               /* count of connections that reached READY */
+    uint64_t epoch;               /* count of connections that reached READY; delivery tags
+                                     are good on the connection of their epoch only */
+    unsigned char instance[16];   /* the broker process's UUID from the last HELLO reply */
+    int have_instance;            /* that reply had one (an older broker sends none) */
+    uint64_t inst_gen;            /* count of broker instances seen: channel handles are good
+                                     while it stays the same (a broker without an instance
+                                     counts as new at every connection) */
+    uint64_t sess_gen;            /* count of session breaks: it stays the same across a
+                                     reconnect that resumed the session on the same instance,
+                                     so the broker still knows which seqs it completed */
+    uint64_t next_seq;            /* last SEND seq handed out (seqs start at 1, never reused) */
     uint64_t next_id;             /* last request id handed out */
     uint64_t hello_id;            /* id of the HELLO on the current connection */
     size_t max_msg;               /* the broker's message limit (bytes) */
@@ -157,17 +177,26 @@ void conn_req_init(struct conn_req *r, Chanwire__ClientFrame *f, const struct wi
 
 /*
  * Send r and park until its reply. Returns 1, without sending, when r is
- * REQ_BOUND and the connection is no longer r->epoch: the caller checks
- * its handles again and builds a new request. Returns 0 with r->status, r->reply and
- * r->blk set; the reply may be any status, and if r->gave_up is set the
- * caller was cancelled meanwhile (delivered messages were already NACKed,
- * a completed SEND stays completed). Returns -1 with errno ECANCELED
- * (cancelled before anything could happen), ETIMEDOUT (the broker could
- * not be reached before the deadline), ENOTCONN (the broker could not be
- * reached within the retry budget), ECONNRESET (the connection dropped
- * and the request was not safe to send again, or it was and the broker did
- * not come back), EACCES, ENOMEM. Either way call conn_req_done after.
- * A reply TIMEDOUT never comes back before the deadline.
+ * REQ_BOUND and the broker instance is no longer r->gen (and r is not a
+ * REQ_RESEND one already sent): the caller checks its handles again and
+ * builds a new request. Returns 0 with r->status, r->reply and r->blk set;
+ * the reply may be any status, and if r->gave_up is set the caller was
+ * cancelled meanwhile (delivered messages were already NACKed, a completed
+ * SEND stays completed); r->resent says a REQ_RESEND request went again
+ * after a drop. Returns -1 with errno ECANCELED (cancelled before anything
+ * could happen), ETIMEDOUT (the broker could not be reached before the
+ * deadline), ENOTCONN (the broker could not be reached within the retry
+ * budget), ECONNRESET (the connection dropped while the request was out,
+ * and it was not safe to send again, or was REQ_RESEND but the broker
+ * restarted, forgot the session, or did not come back within the retry
+ * budget), EACCES, ENOMEM. Either way call conn_req_done after.
+ *
+ * A REQ_RESEND request lost with its connection waits for the next one
+ * regardless of its deadline and of cancels (its outcome is unknown until
+ * the broker answers the repeat; the retry budget bounds the wait); the
+ * repeat carries what is left of the deadline (at least 1 ms), or 0 if the
+ * caller was cancelled meanwhile. A reply TIMEDOUT never comes back before
+ * the deadline.
  */
 int conn_call(struct chan_client *cl, struct conn_req *r);
 
