@@ -3,8 +3,10 @@
  * input is taken (payloads moved into msgs as they go) and dispatched; a
  * partial one sets the read low watermark to the frame's full size, so it
  * is looked at again only once it is all there. Bytes out: replies are
- * packed straight into the bufferevent's output, which libevent flushes
- * once per loop iteration.
+ * packed straight into the bufferevent's output; a flush event, run after
+ * every other callback of the loop iteration, writes each connection's
+ * output with one writev. Only what the socket refuses waits for libevent's
+ * write event, so a request costs no epoll_ctl calls on the fast path.
  *
  * Death comes in two phases. Phase one (conn_detach) takes the connection
  * out of the channel world: its blocked requests are withdrawn and its
@@ -35,6 +37,80 @@
 
 static void conn_read_cb(struct bufferevent *bev, void *arg);
 static void conn_event_cb(struct bufferevent *bev, short events, void *arg);
+
+static TAILQ_HEAD(conn_flushq, conn) flushq = TAILQ_HEAD_INITIALIZER(flushq);
+static struct event *flush_ev;       /* runs conn_flush_all */
+
+/* The output drained (after a write libevent finished for us): back to our own flushing. */
+static void conn_drained_cb(struct bufferevent *bev, void *arg)
+{
+    (void)arg;
+    bufferevent_disable(bev, EV_WRITE);
+}
+
+/* One writev of c's output; leave the rest (or an error) to the write event. */
+static void conn_flush(struct conn *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    int rc;
+
+    if (evbuffer_get_length(out) == 0)
+        return;
+    /* A bufferevent freezes its output's start against others; it thaws it the same way to write. */
+    evbuffer_unfreeze(out, 1);
+    rc = evbuffer_write(out, bufferevent_getfd(c->bev));
+    evbuffer_freeze(out, 1);
+    if (rc < 0 && errno != EAGAIN && errno != EINTR) {
+        /* Let the bufferevent find the error again and report it through conn_event_cb. */
+        bufferevent_enable(c->bev, EV_WRITE);
+        return;
+    }
+    if (evbuffer_get_length(out) > 0)
+        bufferevent_enable(c->bev, EV_WRITE);
+}
+
+static void conn_flush_all(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c;
+
+    (void)fd, (void)what, (void)arg;
+    while ((c = TAILQ_FIRST(&flushq)) != NULL) {
+        TAILQ_REMOVE(&flushq, c, flink);
+        c->flushing = 0;
+        if (c->state <= CONN_READY)
+            conn_flush(c);
+    }
+}
+
+static void conn_flush_soon(struct conn *c)
+{
+    if (c->flushing)
+        return;
+    c->flushing = 1;
+    TAILQ_INSERT_TAIL(&flushq, c, flink);
+    event_active(flush_ev, EV_TIMEOUT, 0);
+}
+
+static void conn_unflush(struct conn *c)
+{
+    if (!c->flushing)
+        return;
+    TAILQ_REMOVE(&flushq, c, flink);
+    c->flushing = 0;
+}
+
+int conn_init(void)
+{
+    flush_ev = event_new(broker.base, -1, 0, conn_flush_all, NULL);
+    return flush_ev ? 0 : -1;
+}
+
+void conn_fini(void)
+{
+    if (flush_ev != NULL)
+        event_free(flush_ev);
+    flush_ev = NULL;
+}
 
 static void conn_peer(char *dst, size_t size, const struct sockaddr *sa)
 {
@@ -79,7 +155,9 @@ void conn_accept(int fd, const struct sockaddr *addr, int addrlen, int reject)
     TAILQ_INIT(&c->reqlist);
     delivery_init(&c->dl);
     TAILQ_INSERT_TAIL(&broker.conns, c, link);
-    bufferevent_setcb(c->bev, conn_read_cb, NULL, conn_event_cb, c);
+    bufferevent_setcb(c->bev, conn_read_cb, conn_drained_cb, conn_event_cb, c);
+    /* Writes are ours (conn_flush); libevent's write event only finishes what the socket refused. */
+    bufferevent_disable(c->bev, EV_WRITE);
 
     if (reject) {
         log_msg(LL_WARN, "conn %" PRIu64 " (%s): refused, %zu connections already",
@@ -247,7 +325,9 @@ void conn_close_flush(struct conn *c)
         conn_kill(c);
         return;
     }
+    conn_unflush(c);
     bufferevent_setcb(c->bev, NULL, conn_flushed_cb, conn_event_cb, c);
+    bufferevent_enable(c->bev, EV_WRITE);
     conn_kill_later(c, CONN_LINGER_MS);
 }
 
@@ -259,6 +339,7 @@ void conn_kill(struct conn *c)
     c->state = CONN_DEAD;
     bufferevent_disable(c->bev, EV_READ | EV_WRITE);
     bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+    conn_unflush(c);
     if (c->close_timer != NULL)
         evtimer_del(c->close_timer);
     TAILQ_REMOVE(&broker.conns, c, link);
@@ -314,6 +395,7 @@ int conn_reply(struct conn *c, Chanwire__ServerFrame *f, const struct wire_paylo
         conn_doom(c);
         return -1;
     }
+    conn_flush_soon(c);
     return 0;
 }
 

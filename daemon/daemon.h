@@ -268,8 +268,14 @@ struct conn {
     int pl_nomem;                 /* some payload could not be stored */
     struct event *close_timer;    /* CLOSING: give up on the peer after this */
     uint64_t frames_in;           /* frames taken */
+    int flushing;                 /* on the flush queue */
+    TAILQ_ENTRY(conn) flink;      /* the flush queue (conn.c) */
     TAILQ_ENTRY(conn) link;       /* broker.conns or broker.reap */
 };
+
+/* The flush event (needs broker.base); freed at exit. */
+int conn_init(void);
+void conn_fini(void);
 
 /* Accept fd from addr as a new connection (reject: answer BUSY and close). */
 void conn_accept(int fd, const struct sockaddr *addr, int addrlen, int reject);

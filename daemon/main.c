@@ -237,6 +237,7 @@ static void main_teardown(void)
     conn_teardown();
     registry_teardown();
     req_fini();
+    conn_fini();
     msg_cache_drain();
     if (listener != NULL)
         evconnlistener_free(listener);
@@ -277,7 +278,8 @@ int main(int argc, char **argv)
     TAILQ_INIT(&broker.reap);
 
     broker.base = event_base_new();
-    if (broker.base == NULL || registry_init() < 0 || req_init(broker.base) < 0) {
+    if (broker.base == NULL || registry_init() < 0 || req_init(broker.base) < 0 ||
+        conn_init() < 0) {
         fprintf(stderr, "chand: out of memory starting up\n");
         return 1;
     }
