@@ -243,8 +243,8 @@ for rep in $(seq 1 "$REPS"); do
         run_load "$peer" fan batch "$rep" -n "$n" --producers 4 --consumers 4 --conc 64 --batch 100 --name q
     done
     if [ "$HAVE_MANY" = 1 ]; then
-        run_load chand queue many "$rep" -n "$N_QUEUE" --producers 1 --consumers 1 --batch 100 --name q
-        run_load chand fan many "$rep" -n "$N_QUEUE" --producers 4 --consumers 4 --batch 100 --name q
+        run_load chand queue many "$rep" -n "$N_QUEUE" --producers 1 --consumers 1 --conc 4 --batch 100 --name q
+        run_load chand fan many "$rep" -n "$N_QUEUE" --producers 4 --consumers 4 --conc 4 --batch 100 --name q
     fi
     # 4 large messages: a few in flight per process
     for peer in $PEERS relay; do
@@ -373,7 +373,7 @@ MD=$OUT/results.md
         case "$1/$2" in
         */one) label="$1, one op per call" ;;
         */batch) label="$1, batched (chand: 64 coroutines/process)" ;;
-        */many) label="$1, batched (chand: send_many/recv_many of 100)" ;;
+        */many) label="$1, batched (chand: send_many/recv_many of 100, 4 coroutines/process)" ;;
         esac
         [ "$3" = mb_per_s ] && label="$1 (MB/s)"
         if [ "$3" = mb_per_s ]; then F=fmt; else F=kfmt; fi
