@@ -164,7 +164,7 @@ void msg_cache_drain(void);
  * A channel. Owner: the registry holds one reference while the channel is
  * listed; every delivery table entry and every blocked request on it holds
  * one more, so an ack for a deleted channel still finds its core. Freed by
- * the last chan_unref.
+ * the last registry_unref.
  */
 struct chan {
     struct core_chan core;          /* buffer, queues, closed flag */
@@ -198,8 +198,8 @@ void registry_delete(struct chan *ch);
  */
 int registry_list(const char *prefix, size_t len, struct chan ***out, size_t *n);
 size_t registry_count(void);
-void chan_ref(struct chan *ch);
-void chan_unref(struct chan *ch);
+void registry_ref(struct chan *ch);
+void registry_unref(struct chan *ch);
 
 /* ---- delivery.c ------------------------------------------------------- */
 

@@ -26,7 +26,7 @@ uint64_t delivery_add(struct delivery_table *t, struct chan *ch, struct msg *m)
 
     if (map_put(&t->map, tag, m, ch) < 0)
         return 0;
-    chan_ref(ch);
+    registry_ref(ch);
     t->next_tag++;
     return tag;
 }
@@ -51,7 +51,7 @@ int delivery_ack(struct delivery_table *t, uint64_t tag)
     map_del(&t->map, tag);
     core_ack(&ch->core, &m->core);
     msg_free(m);
-    chan_unref(ch);
+    registry_unref(ch);
     return 0;
 }
 
@@ -81,7 +81,7 @@ static int delivery_nack_sorted(struct delivery_table *t, const uint64_t *tags, 
         ch = e->aux;
         map_del(&t->map, tags[i]);
         delivery_requeue(ch, m);
-        chan_unref(ch);
+        registry_unref(ch);
     }
     return rc;
 }

@@ -211,7 +211,7 @@ void op_send(struct conn *c, Chanwire__ClientFrame *f)
     r->nmsgs = (uint32_t)n;
     r->timeout_ms = s->timeout_ms;
     r->chan = ch;
-    chan_ref(ch);
+    registry_ref(ch);
     op_send_step(r);
 }
 
@@ -315,7 +315,7 @@ void op_recv(struct conn *c, Chanwire__ClientFrame *f)
         return;
     }
     r->chan = ch;
-    chan_ref(ch);
+    registry_ref(ch);
     r->max = (uint32_t)max;
     r->timeout_ms = q->timeout_ms;
     r->w.op = CORE_RECV;
@@ -483,7 +483,7 @@ void op_select(struct conn *c, Chanwire__ClientFrame *f)
             c->pl[k++] = NULL;
         }
         if (s_chans[i] != NULL)
-            chan_ref(s_chans[i]);
+            registry_ref(s_chans[i]);
     }
     rc = core_select(&r->sel, r->cases, (int)n, s->timeout_ms != 0);
     if (rc >= 0) {

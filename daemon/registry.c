@@ -144,7 +144,7 @@ void registry_delete(struct chan *ch)
     ch->deleted = 1;
     /* Waiters complete with ENOENT through their done callbacks (queued, not run here). */
     core_chan_destroy(&ch->core, ENOENT, registry_free_buffered, NULL);
-    chan_unref(ch);
+    registry_unref(ch);
 }
 
 static int registry_cmp(const void *a, const void *b)
@@ -177,12 +177,12 @@ size_t registry_count(void)
     return reg.n;
 }
 
-void chan_ref(struct chan *ch)
+void registry_ref(struct chan *ch)
 {
     ch->refs++;
 }
 
-void chan_unref(struct chan *ch)
+void registry_unref(struct chan *ch)
 {
     DAEMON_ASSERT(ch->refs > 0);
     if (--ch->refs > 0)

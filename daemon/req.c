@@ -102,13 +102,13 @@ void req_free(struct req *r)
         }
         for (int i = 0; i < r->ncases; i++)
             if (r->cases[i].ch != NULL)
-                chan_unref(req_chan_of(&r->cases[i]));
+                registry_unref(req_chan_of(&r->cases[i]));
         break;
     default:
         DAEMON_ASSERT(0);
     }
     if (r->chan != NULL)
-        chan_unref(r->chan);
+        registry_unref(r->chan);
     free(r);
 }
 

@@ -64,8 +64,9 @@ struct wire_payload {
 
 /*
  * Append one frame to out: hdr (whose payload field must be empty) then the
- * n payloads. Returns 0, or -1 if the header is over WIRE_HDR_MAX or out
- * refused memory (nothing is appended then).
+ * n payloads. Returns 0, or -1 if the header is over WIRE_HDR_MAX (nothing
+ * is appended then) or out refused memory (part of the frame may have been
+ * appended: the stream is broken and the connection must be dropped).
  */
 int wire_put(struct evbuffer *out, const ProtobufCMessage *hdr,
              const struct wire_payload *pl, size_t n);
