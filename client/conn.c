@@ -365,6 +365,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
     struct chan_client *cl = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
 
+    cl->last_rx = chan_now();
     for (;;) {
         ProtobufCMessage *hdr = NULL;
         size_t np = 0, need = 0;
@@ -676,9 +677,13 @@ static int conn_send(struct chan_client *cl, struct conn_req *r)
  * the reply late: CANCEL and keep waiting, since exactly one reply is
  * coming. A cancelled caller withdraws the request the same way and then
  * waits without being cancellable, so whatever the reply delivered can be
- * given back. A broker that answers neither the request nor the CANCEL
- * within another grace period is as good as gone: the connection is
- * dropped, so no call outlives its deadline by more than twice the grace.
+ * given back. A broker that sends nothing at all (not even the CANCEL's
+ * own reply) within another grace period is as good as gone: the
+ * connection is dropped, so no call outlives its deadline by more than
+ * twice the grace. One that does answer is alive and the request is merely
+ * stuck where the broker cannot withdraw it (a send to an unbuffered
+ * channel whose leased receiver has not acked yet): the wait goes on, with
+ * one more CANCEL per grace period as the probe.
  */
 static void conn_await(struct chan_client *cl, struct conn_req *r)
 {
@@ -698,6 +703,8 @@ static void conn_await(struct chan_client *cl, struct conn_req *r)
             if (!r->cancel_sent)
                 conn_cancel(cl, r);
         } else if (rc == ETIMEDOUT && !r->cancel_sent) {
+            conn_cancel(cl, r);
+        } else if (rc == ETIMEDOUT && cl->last_rx >= r->cancel_at) {
             conn_cancel(cl, r);
         } else if (rc == ETIMEDOUT) {
             fprintf(stderr, "libchanclient: broker answers nothing for %d ms; reconnecting\n",

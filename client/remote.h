@@ -148,6 +148,7 @@ struct chan_client {
     uint64_t hello_id;            /* id of the HELLO on the current connection */
     size_t max_msg;               /* the broker's message limit (bytes) */
     int last_err;                 /* why the last attempt or connection failed (errno) */
+    int64_t last_rx;              /* chan_now() when the broker last sent anything */
     int in_connect;               /* inside bufferevent_socket_connect */
     int connect_err;              /* an error reported synchronously during it */
 
