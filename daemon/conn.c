@@ -56,7 +56,7 @@ static void conn_flush(struct conn *c)
 
     if (evbuffer_get_length(out) == 0)
         return;
-    /* A bufferevent freezes its output's start against others; it thaws it the same way to write. */
+    /* A bufferevent freezes its output's start against other writers; thaw it as libevent does. */
     evbuffer_unfreeze(out, 1);
     rc = evbuffer_write(out, bufferevent_getfd(c->bev));
     evbuffer_freeze(out, 1);
@@ -156,7 +156,7 @@ void conn_accept(int fd, const struct sockaddr *addr, int addrlen, int reject)
     delivery_init(&c->dl);
     TAILQ_INSERT_TAIL(&broker.conns, c, link);
     bufferevent_setcb(c->bev, conn_read_cb, conn_drained_cb, conn_event_cb, c);
-    /* Writes are ours (conn_flush); libevent's write event only finishes what the socket refused. */
+    /* Writes are ours (conn_flush); libevent's write event only finishes what the socket refused */
     bufferevent_disable(c->bev, EV_WRITE);
 
     if (reject) {

@@ -291,7 +291,8 @@ void conn_status(struct conn *c, uint64_t id, int status, const char *text);
  * A stream-level error: one PROTOCOL frame whose text is fmt, then the
  * connection is detached and closes once that frame is flushed.
  */
-void conn_fail(struct conn *c, uint64_t id, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void conn_fail(struct conn *c, uint64_t id, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* Detach c and close it once its output drained (shutdown, errors). */
 void conn_close_flush(struct conn *c);
 /* Detach c, close it now, free it on the next loop turn. */

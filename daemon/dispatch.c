@@ -57,7 +57,8 @@ static void dispatch_hello(struct conn *c, Chanwire__ClientFrame *f)
         return;
     }
     if (h->session.len != 0 && h->session.len != sizeof c->session) {
-        conn_fail(c, f->id, "session must be %zu bytes, got %zu", sizeof c->session, h->session.len);
+        conn_fail(c, f->id, "session must be %zu bytes, got %zu", sizeof c->session,
+                  h->session.len);
         return;
     }
     if (h->session.len != 0)
@@ -317,7 +318,8 @@ void dispatch_frame(struct conn *c, Chanwire__ClientFrame *f)
     /* Piggybacked acks first: the capacity they free serves this very request. */
     for (size_t i = 0; i < f->n_acks; i++)
         if (delivery_ack(&c->dl, f->acks[i]) < 0)
-            log_msg(LL_DEBUG, "conn %" PRIu64 ": ack of unknown tag %" PRIu64, c->serial, f->acks[i]);
+            log_msg(LL_DEBUG, "conn %" PRIu64 ": ack of unknown tag %" PRIu64, c->serial,
+                    f->acks[i]);
     if (log_enabled(LL_DEBUG) && f->id != 0)
         log_msg(LL_DEBUG, "conn %" PRIu64 ": request %" PRIu64 " kind %d, %zu payloads",
                 c->serial, f->id, (int)f->body_case, c->npl);

@@ -498,7 +498,7 @@ void op_select(struct conn *c, Chanwire__ClientFrame *f)
         return;
     }
     if (r->sel.fired >= 0 && s->timeout_ms == 0) {
-        /* A send case is in an unbuffered channel's receiver's hands; a nack means "would block". */
+        /* A send case is in a cap-0 receiver's hands; a nack then means "would block". */
         core_cancel(&r->cases[0], EAGAIN);
     }
     req_arm(r);

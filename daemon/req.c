@@ -156,7 +156,7 @@ void req_done(struct core_waiter *w)
         r->msgs[r->next] = w->status == 0 ? NULL : msg_of(w->msg);
     else if (r->kind == REQ_SELECT && w->op == CORE_SEND)
         r->taken = w->status == 0;
-    /* The deadline no longer applies: the operation ended, or a SEND_MANY goes on without waiting. */
+    /* The deadline is over: the operation ended, or a SEND_MANY goes on without waiting. */
     if (r->timer_on) {
         event_del(&r->timer);
         r->timer_on = 0;
