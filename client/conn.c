@@ -527,6 +527,8 @@ static void conn_attempt(struct chan_client *cl)
         conn_lost(cl, err);
         return;
     }
+    /* a program it runs must not hold the connection (and its leases) open after we go */
+    evutil_make_socket_closeonexec(bufferevent_getfd(bev));
     bufferevent_enable(bev, EV_READ);
 }
 
