@@ -116,7 +116,9 @@ static void conn_peer(char *dst, size_t size, const struct sockaddr *sa)
 {
     char host[INET6_ADDRSTRLEN];
 
-    if (sa->sa_family == AF_INET) {
+    if (sa == NULL) {
+        snprintf(dst, size, "local");
+    } else if (sa->sa_family == AF_INET) {
         const struct sockaddr_in *in = (const void *)sa;
         inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
         snprintf(dst, size, "%s:%u", host, ntohs(in->sin_port));
@@ -171,7 +173,7 @@ void conn_accept(int fd, const struct sockaddr *addr, int addrlen, int reject)
     c->watermark = WIRE_LEN_BYTES;
     bufferevent_setwatermark(c->bev, EV_READ, c->watermark, 0);
     bufferevent_enable(c->bev, EV_READ);
-    log_msg(LL_INFO, "conn %" PRIu64 " (%s): connected", c->serial, c->peer);
+    log_msg(LL_DEBUG, "conn %" PRIu64 " (%s): connected", c->serial, c->peer);
 }
 
 /* wire_take's payload callback: each payload of the frame becomes a msg in c->pl. */
@@ -388,6 +390,10 @@ void conn_teardown(void)
 
 int conn_reply(struct conn *c, Chanwire__ServerFrame *f, const struct wire_payload *pl, size_t n)
 {
+    /*
+     * Every byte for the client passes here: the bound on queued output
+     * (a reader that stops reading gets dropped) belongs at this point.
+     */
     if (c->state >= CONN_CLOSING || c->broken)
         return 0;
     if (wire_put(bufferevent_get_output(c->bev), &f->base, pl, n) < 0) {

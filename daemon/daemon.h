@@ -16,7 +16,12 @@
  *   dispatch.c  a frame to its handler; the requests that never block
  *   op.c        SEND, RECV, SELECT: fast paths, parking, replies
  *   req.c       blocked requests: timers, cancel, the completion queue
- *   main.c      the broker: listener, signals, startup line, shutdown
+ *   broker.c    the broker on a caller's loop: start, graceful shutdown, stop
+ *   main.c      the process: listener, signals, port file, startup line
+ *
+ * Everything but main.c is libchand.la, so a test or fuzz harness can run
+ * a real broker in its own process: broker_start on its event_base, then
+ * conn_accept on one end of a socketpair, then broker_stop.
  */
 #ifndef CHAND_DAEMON_H
 #define CHAND_DAEMON_H
@@ -83,6 +88,8 @@ struct options {
  * value on stderr (exit 2).
  */
 int options_parse(struct options *o, int argc, char **argv);
+/* The defaults options_parse starts from (for an in-process broker). */
+void options_defaults(struct options *o);
 
 /* ---- map.c ------------------------------------------------------------ */
 
@@ -420,11 +427,11 @@ void req_detach_all(struct conn *c);
 /* Shutdown: answer every parked, uncompleted request of c with SHUTDOWN. */
 void req_shutdown_all(struct conn *c);
 
-/* ---- main.c ----------------------------------------------------------- */
+/* ---- broker.c --------------------------------------------------------- */
 
 /* The one broker of this process. */
 struct broker {
-    struct event_base *base;       /* the loop */
+    struct event_base *base;       /* the loop (the caller's) */
     struct options opt;            /* the command line */
     size_t max_frame;              /* WIRE_FRAME_MAX(opt.max_msg) */
     size_t nconns;                 /* connections counting against --max-conns */
@@ -432,12 +439,30 @@ struct broker {
     TAILQ_HEAD(, conn) conns;      /* every connection not yet reaped */
     TAILQ_HEAD(, conn) reap;       /* connections to free on the next turn */
     struct event *reap_ev;         /* frees the reap list */
-    int stopping;                  /* SIGTERM/SIGINT seen */
+    int stopping;                  /* broker_shutdown ran */
     unsigned char instance[16];    /* UUID of this process, in HELLO replies: changes on restart */
 };
 
 extern struct broker broker;
 
+/*
+ * Set the broker up on base (which stays the caller's and must outlive
+ * broker_stop) with a copy of *opt; a fresh instance UUID. Connections are
+ * then added with conn_accept(fd, addr, addrlen, reject), fd any connected
+ * stream socket (addr may be an AF_UNIX one). 0, or -1 if out of memory
+ * (everything undone).
+ */
+int broker_start(struct event_base *base, const struct options *opt);
+/*
+ * Graceful stop: answer every blocked request with SHUTDOWN, flush and
+ * close every connection; event_base_loopexit once the last is gone.
+ */
+void broker_shutdown(void);
+/*
+ * Free every connection (closing its socket), channel, message and event
+ * broker_start made, at once. Harmless twice. broker_start may follow.
+ */
+void broker_stop(void);
 /* A connection was freed: when stopping and none is left, leave the loop. */
 void broker_conn_gone(void);
 /* Schedule the reap list to be freed. */

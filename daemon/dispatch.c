@@ -311,6 +311,7 @@ void dispatch_frame(struct conn *c, Chanwire__ClientFrame *f)
         conn_fail(c, f->id, "frame carries no request, or one this server does not know");
         return;
     }
+    /* c->reqs.n counts the blocked requests: the per-connection bound on them goes here. */
     if (f->id != 0 && req_find(c, f->id) != NULL) {
         conn_fail(c, f->id, "request id %" PRIu64 " is still pending", f->id);
         return;

@@ -1,9 +1,9 @@
 /*
- * main.c: the broker process. One libevent loop owns everything: the
- * listener, a bufferevent per connection, a timer per blocked request,
- * the signal events. SIGTERM and SIGINT stop accepting, answer every
- * blocked request with SHUTDOWN, flush what is queued and leave the loop;
- * a timer makes sure the exit happens within a second whatever the peers do.
+ * main.c: the broker process around broker.c: the command line, the
+ * listener, the port file, the signals. One libevent loop owns everything.
+ * SIGTERM and SIGINT stop accepting and hand over to broker_shutdown
+ * (answer every blocked request with SHUTDOWN, flush, leave the loop); a
+ * timer makes sure the exit happens within a second whatever the peers do.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -17,7 +17,6 @@
 
 #include <arpa/inet.h>
 #include <event2/listener.h>
-#include <uuid/uuid.h>
 
 #include "daemon.h"
 
@@ -26,41 +25,11 @@
 /* Pause before accepting again after the fd table filled up, ms. */
 #define ACCEPT_RETRY_MS 100
 
-struct broker broker;
-
 static struct evconnlistener *listener;
 static struct event *sigterm_ev;
 static struct event *sigint_ev;
 static struct event *exit_ev;        /* forces the exit after SHUTDOWN_GRACE_MS */
 static struct event *accept_retry_ev;
-
-_Noreturn void daemon_assert_fail(const char *what, const char *file, int line)
-{
-    fprintf(stderr, "%s:%d: assertion failed: %s\n", file, line, what);
-    abort();
-}
-
-static void main_reap_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct conn *c;
-
-    (void)fd, (void)what, (void)arg;
-    while ((c = TAILQ_FIRST(&broker.reap)) != NULL) {
-        TAILQ_REMOVE(&broker.reap, c, link);
-        conn_free(c);
-    }
-}
-
-void broker_reap_soon(void)
-{
-    event_active(broker.reap_ev, EV_TIMEOUT, 0);
-}
-
-void broker_conn_gone(void)
-{
-    if (broker.stopping && TAILQ_EMPTY(&broker.conns))
-        event_base_loopexit(broker.base, NULL);
-}
 
 static void main_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *addr,
                            int addrlen, void *arg)
@@ -109,26 +78,15 @@ static void main_exit_cb(evutil_socket_t fd, short what, void *arg)
 static void main_signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     struct timeval tv = {SHUTDOWN_GRACE_MS / 1000, (SHUTDOWN_GRACE_MS % 1000) * 1000};
-    struct conn *c, *next;
 
     (void)what, (void)arg;
     if (broker.stopping)
         return;
-    broker.stopping = 1;
     log_msg(LL_INFO, "signal %d: shutting down (%zu connections, %zu channels)",
             (int)sig, broker.nconns, registry_count());
     evconnlistener_disable(listener);
     evtimer_add(exit_ev, &tv);
-    /* Answer what completed already, then everything still waiting. */
-    req_drain();
-    TAILQ_FOREACH(c, &broker.conns, link)
-        req_shutdown_all(c);
-    for (c = TAILQ_FIRST(&broker.conns); c != NULL; c = next) {
-        next = TAILQ_NEXT(c, link);
-        conn_close_flush(c);
-    }
-    req_drain();
-    broker_conn_gone();
+    broker_shutdown();
 }
 
 /* Soft fd limit up to the hard one: every connection is a descriptor. */
@@ -232,13 +190,9 @@ static int main_listen(void)
     return 0;
 }
 
-static void main_teardown(void)
+static void main_teardown(struct event_base *base)
 {
-    conn_teardown();
-    registry_teardown();
-    req_fini();
-    conn_fini();
-    msg_cache_drain();
+    broker_stop();
     if (listener != NULL)
         evconnlistener_free(listener);
     if (sigterm_ev != NULL)
@@ -249,20 +203,20 @@ static void main_teardown(void)
         event_free(exit_ev);
     if (accept_retry_ev != NULL)
         event_free(accept_retry_ev);
-    if (broker.reap_ev != NULL)
-        event_free(broker.reap_ev);
-    if (broker.base != NULL)
-        event_base_free(broker.base);
+    if (base != NULL)
+        event_base_free(base);
     libevent_global_shutdown();
 }
 
 int main(int argc, char **argv)
 {
-    int rc = options_parse(&broker.opt, argc, argv);
+    struct options opt;
+    struct event_base *base;
+    int rc = options_parse(&opt, argc, argv);
 
     if (rc != 0)
         return rc == 1 ? 0 : 2;
-    log_set_level(broker.opt.log_level);
+    log_set_level(opt.log_level);
     signal(SIGPIPE, SIG_IGN);
     /*
      * libevent puts back the disposition it found when the signal events
@@ -272,39 +226,33 @@ int main(int argc, char **argv)
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
     main_raise_nofile();
-    broker.max_frame = WIRE_FRAME_MAX(broker.opt.max_msg);
-    uuid_generate(broker.instance);
-    TAILQ_INIT(&broker.conns);
-    TAILQ_INIT(&broker.reap);
 
-    broker.base = event_base_new();
-    if (broker.base == NULL || registry_init() < 0 || req_init(broker.base) < 0 ||
-        conn_init() < 0) {
+    base = event_base_new();
+    if (base == NULL || broker_start(base, &opt) < 0) {
         fprintf(stderr, "chand: out of memory starting up\n");
+        main_teardown(base);
         return 1;
     }
-    broker.reap_ev = event_new(broker.base, -1, 0, main_reap_cb, NULL);
-    exit_ev = evtimer_new(broker.base, main_exit_cb, NULL);
-    accept_retry_ev = evtimer_new(broker.base, main_accept_retry_cb, NULL);
-    sigterm_ev = evsignal_new(broker.base, SIGTERM, main_signal_cb, NULL);
-    sigint_ev = evsignal_new(broker.base, SIGINT, main_signal_cb, NULL);
-    if (broker.reap_ev == NULL || exit_ev == NULL || accept_retry_ev == NULL ||
-        sigterm_ev == NULL || sigint_ev == NULL || evsignal_add(sigterm_ev, NULL) < 0 ||
-        evsignal_add(sigint_ev, NULL) < 0) {
+    exit_ev = evtimer_new(base, main_exit_cb, NULL);
+    accept_retry_ev = evtimer_new(base, main_accept_retry_cb, NULL);
+    sigterm_ev = evsignal_new(base, SIGTERM, main_signal_cb, NULL);
+    sigint_ev = evsignal_new(base, SIGINT, main_signal_cb, NULL);
+    if (exit_ev == NULL || accept_retry_ev == NULL || sigterm_ev == NULL || sigint_ev == NULL ||
+        evsignal_add(sigterm_ev, NULL) < 0 || evsignal_add(sigint_ev, NULL) < 0) {
         fprintf(stderr, "chand: cannot set up the event loop\n");
-        main_teardown();
+        main_teardown(base);
         return 1;
     }
     rc = main_listen();
     if (rc != 0) {
-        main_teardown();
+        main_teardown(base);
         return rc;
     }
 
-    event_base_dispatch(broker.base);
+    event_base_dispatch(base);
 
     log_msg(LL_INFO, "exiting: %" PRIu64 " messages (%" PRIu64 " bytes) still held",
             msg_live_count(), msg_live_bytes());
-    main_teardown();
+    main_teardown(base);
     return 0;
 }

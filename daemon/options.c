@@ -70,7 +70,7 @@ static int options_bad(const char *value, const char *flag)
     return 2;
 }
 
-int options_parse(struct options *o, int argc, char **argv)
+void options_defaults(struct options *o)
 {
     *o = (struct options){
         .bind = "127.0.0.1",
@@ -79,6 +79,11 @@ int options_parse(struct options *o, int argc, char **argv)
         .max_conns = DEFAULT_MAX_CONNS,
         .log_level = LL_INFO,
     };
+}
+
+int options_parse(struct options *o, int argc, char **argv)
+{
+    options_defaults(o);
 
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
