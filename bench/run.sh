@@ -24,6 +24,7 @@ REPS=${BENCH_REPS:-3}
 OUT=${BENCH_OUT:-$SRC/bench/results}
 B=$BUILD/bench
 START=$(date +%s)
+LOAD_START=$(cut -d" " -f1-3 /proc/loadavg)
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "run.sh: $*"; exit 1; }
@@ -88,12 +89,12 @@ rm -f "$OUT"/lat-*.dat
 cnt() { awk -v v="$1" -v s="$SCALE" -v lo="${2:-1}" 'BEGIN { x = int(v * s); print (x < lo ? lo : x) }'; }
 
 N_QUEUE=$(cnt 1000000 1000)        # workloads 1 and 2, batched
-N_ONE=$(cnt 100000 1000)           # one op per call: latency-bound, ~10 s per 100,000
-N_SLOW=$(cnt 100000 1000)          # beanstalkd batched: it does ~20,000 msgs/s
+N_ONE=$(cnt 50000 1000)            # one op per call: latency-bound, ~5 s per 50,000
+N_SLOW=$(cnt 50000 1000)           # beanstalkd batched: it does ~20,000 msgs/s
 N_RTT=$(cnt 20000 100)
 N_WARM=$(cnt 2000 10)
-N_64K=$(cnt 5000 50)
-N_1M=$(cnt 500 10)
+N_64K=$(cnt 3000 50)
+N_1M=$(cnt 300 10)
 N_CHANS=$(cnt 100000 1000)
 N_CONNS=$(cnt 10000 100)
 N_HANDOFF=$(cnt 1000000 1000)
@@ -349,9 +350,12 @@ MD=$OUT/results.md
     echo
     echo "- command: \`BENCH_SCALE=$SCALE make bench\` (bench/run.sh), $REPS runs per figure, median shown"
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "- load average (1, 5, 15 min) at the start: $LOAD_START; at the end: $(cut -d" " -f1-3 /proc/loadavg) (other jobs on the machine make every figure worse)"
     echo "- machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r)"
     echo "- peers: $(redis-server --version 2>/dev/null | awk '{ print "Redis " $3 }' | sed 's/v=//'), $(nats-server --version 2>/dev/null | sed 's/nats-server: v/NATS /'), $(beanstalkd -v 2>/dev/null), $(go version 2>/dev/null | awk '{ print $3 }')"
-    echo "- chand: $(git -C "$SRC" rev-parse --short HEAD 2>/dev/null || echo '?'); batched calls (chan_send_many/chan_recv_many): $([ "$HAVE_MANY" = 1 ] && echo yes || echo 'not in the library yet')"
+    rev=$(git -C "$SRC" rev-parse --short HEAD 2>/dev/null || echo '?')
+    [ -n "$(git -C "$SRC" status --porcelain -uno 2>/dev/null)" ] && rev="$rev with uncommitted changes"
+    echo "- chand: $rev; batched calls (chan_send_many/chan_recv_many): $([ "$HAVE_MANY" = 1 ] && echo yes || echo 'not in the library yet')"
     echo
     echo "## Throughput (workloads 1, 2, 4)"
     echo
