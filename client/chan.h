@@ -217,8 +217,13 @@ struct chan_case {
  * several can, one is chosen uniformly at random. The chosen case's result
  * is set (a send case on a closed channel: result -1, errno EPIPE).
  * All cases must be local channels, or remote channels of one client.
+ * A send case that a leased receiver took cannot be withdrawn any more:
+ * the select then waits past its deadline for that lease's end (an ack:
+ * the case proceeded; a nack or expiry: ETIMEDOUT, or EAGAIN for deadline 0).
  * ERRORS: EAGAIN (deadline 0), ETIMEDOUT, ECANCELED, EINVAL,
- * ENOTSUP (local and remote channels mixed, or two clients), ECONNRESET.
+ * ENOTSUP (local and remote channels mixed, or two clients), ECONNRESET
+ * (remote: the connection dropped while the select was out; if it had a
+ * send case, that send may have happened).
  */
 CHAN_EXPORT int chan_select(struct chan_case *cases, int n, int64_t deadline);
 
@@ -252,7 +257,11 @@ CHAN_EXPORT chan_client_t *chan_connect(const char *addrs, const struct chan_opt
  */
 CHAN_EXPORT chan_t *chan_open(chan_client_t *cl, const char *name, long cap);
 
-/* Close the connection and free the client; its channel handles must be freed first. */
+/*
+ * Close the connection and free the client; its channel handles must be
+ * freed first. Its leased messages not yet settled go back to their
+ * channels; their chan_msg_t may still be freed, not acked.
+ */
 CHAN_EXPORT void chan_disconnect(chan_client_t *cl);
 
 /* What STAT and LIST report about a channel. */

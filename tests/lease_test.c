@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include "chan.h"
 #include "testclient.h"
@@ -404,6 +405,94 @@ START_TEST(test_local_free_ends_held_leases)
 }
 END_TEST
 
+struct leaser {
+    chan_t *ch;
+    int64_t lease_ms;
+    int ack;          /* settle at once: ack, or -1 nack, or 0 keep */
+    int rc;
+    chan_msg_t m;
+};
+
+static void leaser_run(void *arg)
+{
+    struct leaser *l = arg;
+
+    l->rc = chan_recv_lease(l->ch, &l->m, l->lease_ms, chan_now() + SOON);
+    if (l->rc == 1 && l->ack) {
+        ck_assert_int_eq(l->ack > 0 ? chan_ack(&l->m) : chan_nack(&l->m), 0);
+        chan_msg_free(&l->m);
+    }
+}
+
+/*
+ * A select whose send case a leased receiver took cannot withdraw it at its
+ * deadline: it waits for the lease's end. Expiry (a nack) means the send
+ * did not happen: the select fails ETIMEDOUT and the message is gone.
+ * An ack means it did: the select returns that case.
+ */
+START_TEST(test_local_select_send_held_by_a_lease_waits_for_its_end)
+{
+    chan_t *ch = make(0);
+    struct chan_case c = {.ch = ch, .op = CHAN_SEND, .data = "sel", .len = 3};
+    struct leaser l = {.ch = ch, .lease_ms = 200};
+    int64_t t0;
+    int cr;
+
+    cr = chan_go(leaser_run, &l);
+    chan_yield(); /* the leaser waits in the channel */
+    t0 = chan_now();
+    ck_assert_int_eq(chan_select(&c, 1, t0 + 50), -1);
+    ck_assert_int_eq(errno, ETIMEDOUT);
+    ck_assert_int_ge(chan_now() - t0, 200);
+    ck_assert_int_eq(chan_join(cr, 0), 0);
+    ck_assert_int_eq(l.rc, 1);
+    ck_assert_str_eq(l.m.data, "sel");
+    ck_assert_int_eq(chan_ack(&l.m), -1);
+    ck_assert_int_eq(errno, EINVAL);
+    chan_msg_free(&l.m);
+    expect_empty(ch);
+
+    /*
+     * A select that may not wait, whose send a leased receiver takes:
+     * an ack means it happened; a nack that it would have had to wait.
+     */
+    l.lease_ms = 10000;
+    l.ack = 1;
+    cr = chan_go(leaser_run, &l);
+    chan_yield();
+    c.result = 99;
+    ck_assert_int_eq(chan_select(&c, 1, 0), 0);
+    ck_assert_int_eq(c.result, 0);
+    ck_assert_int_eq(chan_join(cr, 0), 0);
+    ck_assert_int_eq(l.rc, 1);
+    l.ack = -1;
+    cr = chan_go(leaser_run, &l);
+    chan_yield();
+    ck_assert_int_eq(chan_select(&c, 1, 0), -1);
+    ck_assert_int_eq(errno, EAGAIN);
+    ck_assert_int_eq(chan_join(cr, 0), 0);
+    ck_assert_int_eq(l.rc, 1);
+    expect_empty(ch);
+    /* and the same for chan_send and chan_send_many */
+    for (int ack = -1; ack <= 1; ack += 2) {
+        struct iovec iov[2] = {{"s1", 2}, {"s2", 2}};
+        l.ack = ack;
+        cr = chan_go(leaser_run, &l);
+        chan_yield();
+        if (ack > 0) {
+            ck_assert_int_eq(chan_send_many(ch, iov, 2, 0), 1);
+        } else {
+            ck_assert_int_eq(chan_send(ch, "s", 1, 0), -1);
+            ck_assert_int_eq(errno, EAGAIN);
+        }
+        ck_assert_int_eq(chan_join(cr, 0), 0);
+        ck_assert_int_eq(l.rc, 1);
+        expect_empty(ch);
+    }
+    chan_free(ch);
+}
+END_TEST
+
 /* ---- remote only -------------------------------------------------------- */
 
 /* A client that goes away with a leased message loses no job: it is redelivered. */
@@ -508,6 +597,7 @@ static Suite *lease_suite(void)
     tcase_set_timeout(tc, 10);
     add_common(tc);
     tcase_add_test(tc, test_local_free_ends_held_leases);
+    tcase_add_test(tc, test_local_select_send_held_by_a_lease_waits_for_its_end);
     tcase_add_test(tc, test_workers_ack_and_nack_concurrently);
     suite_add_tcase(s, tc);
 
