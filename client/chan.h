@@ -107,6 +107,10 @@ CHAN_EXPORT chan_t *chan_make(size_t cap);
  * that had completed it drops the repeat, so the message goes once and the
  * call reports what happened. Finding that out may take the client's
  * retry_ms past the deadline, and the call is not cancellable meanwhile.
+ * An unbuffered send that a leased receiver (chan_recv_lease) took waits
+ * for that lease's end even past its deadline: an ack means delivered (0),
+ * a nack or expiry not delivered (ETIMEDOUT, ECANCELED, or EAGAIN for
+ * deadline 0, as the wait had ended).
  * ERRORS: EPIPE (closed; not delivered), EAGAIN (deadline 0), ETIMEDOUT,
  * ECANCELED, EMSGSIZE, EINVAL, ESTALE, ENOTCONN (broker unreachable; not
  * delivered), ECONNRESET (the broker restarted, or stayed unreachable for
