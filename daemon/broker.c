@@ -49,10 +49,14 @@ int broker_start(struct event_base *base, const struct options *opt)
     broker.base = base;
     broker.opt = *opt;
     broker.max_frame = WIRE_FRAME_MAX(broker.opt.max_msg);
+    /* A reader must be able to have a reply in the socket and the next one queued. */
+    broker.max_output = broker.opt.max_output > 2 * broker.max_frame ? broker.opt.max_output
+                                                                     : 2 * broker.max_frame;
     uuid_generate(broker.instance);
     TAILQ_INIT(&broker.conns);
     TAILQ_INIT(&broker.reap);
-    if (registry_init() < 0 || req_init(base) < 0 || conn_init() < 0)
+    if (registry_init() < 0 || req_init(base) < 0 || conn_init() < 0 || session_init() < 0 ||
+        mem_init() < 0)
         goto fail;
     broker.reap_ev = event_new(base, -1, 0, broker_reap_cb, NULL);
     if (broker.reap_ev == NULL)
@@ -86,6 +90,8 @@ void broker_stop(void)
 {
     conn_teardown();
     registry_teardown();
+    session_fini();
+    mem_fini();
     req_fini();
     conn_fini();
     msg_cache_drain();

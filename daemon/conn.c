@@ -15,6 +15,13 @@
  * this loop iteration can still be holding it. A connection that broke
  * the protocol detaches at once, but lingers (CLOSING) until the error
  * frame is flushed or a timer gives up on the peer.
+ *
+ * Bounds that keep one client from costing others (docs/protocol.md,
+ * "Limits"): output the socket refused beyond --max-output drops the
+ * client (a consumer that stopped reading); a connection that sits on an
+ * incomplete frame, or has not said HELLO, for --idle-timeout seconds is
+ * dropped (checked lazily, so it goes between one and two timeouts); a
+ * reply whose header could not fit a frame answers PROTOCOL and closes.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -37,6 +44,7 @@
 
 static void conn_read_cb(struct bufferevent *bev, void *arg);
 static void conn_event_cb(struct bufferevent *bev, short events, void *arg);
+static void conn_idle_arm(struct conn *c);
 
 static TAILQ_HEAD(conn_flushq, conn) flushq = TAILQ_HEAD_INITIALIZER(flushq);
 static struct event *flush_ev;       /* runs conn_flush_all */
@@ -65,6 +73,13 @@ static void conn_flush(struct conn *c)
         bufferevent_enable(c->bev, EV_WRITE);
         return;
     }
+    if (evbuffer_get_length(out) > broker.max_output) {
+        /* Only what the socket refused counts: this client is not reading. */
+        log_msg(LL_WARN, "conn %" PRIu64 " (%s): %zu reply bytes the client does not read "
+                "(over --max-output); dropping it", c->serial, c->peer, evbuffer_get_length(out));
+        conn_kill(c);
+        return;
+    }
     if (evbuffer_get_length(out) > 0)
         bufferevent_enable(c->bev, EV_WRITE);
 }
@@ -80,6 +95,8 @@ static void conn_flush_all(evutil_socket_t fd, short what, void *arg)
         if (c->state <= CONN_READY)
             conn_flush(c);
     }
+    /* A dropped reader gave its messages back: their new receivers' replies are queued. */
+    req_drain();
 }
 
 static void conn_flush_soon(struct conn *c)
@@ -131,6 +148,43 @@ static void conn_peer(char *dst, size_t size, const struct sockaddr *sa)
     }
 }
 
+static void conn_idle_arm(struct conn *c)
+{
+    struct timeval tv = {(time_t)broker.opt.idle_timeout, 0};
+
+    if (c->idle_on || broker.opt.idle_timeout == 0 || c->state > CONN_READY)
+        return;
+    c->idle_frames = c->frames_in;
+    c->idle_on = 1;
+    evtimer_add(&c->idle_ev, &tv);
+}
+
+/*
+ * An idle timeout since the timer was armed: a connection that took no
+ * complete frame in that time while bytes of one wait (or before HELLO)
+ * goes. One that made progress, or was held back by us, gets another.
+ */
+static void conn_idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+
+    (void)fd, (void)what;
+    c->idle_on = 0;
+    if (c->state > CONN_READY || c->broken)
+        return;
+    if (c->state == CONN_READY && evbuffer_get_length(in) == 0)
+        return;
+    if (c->state == CONN_READY && (c->frames_in != c->idle_frames || c->read_paused)) {
+        conn_idle_arm(c);
+        return;
+    }
+    log_msg(LL_INFO, "conn %" PRIu64 " (%s): %s for %ld s; dropping it", c->serial, c->peer,
+            c->state == CONN_HELLO ? "no HELLO" : "no complete frame", broker.opt.idle_timeout);
+    conn_kill(c);
+    req_drain();
+}
+
 void conn_accept(int fd, const struct sockaddr *addr, int addrlen, int reject)
 {
     struct conn *c = calloc(1, sizeof *c);
@@ -156,6 +210,7 @@ void conn_accept(int fd, const struct sockaddr *addr, int addrlen, int reject)
     map_init(&c->reqs);
     TAILQ_INIT(&c->reqlist);
     delivery_init(&c->dl);
+    evtimer_assign(&c->idle_ev, broker.base, conn_idle_cb, c);
     TAILQ_INSERT_TAIL(&broker.conns, c, link);
     bufferevent_setcb(c->bev, conn_read_cb, conn_drained_cb, conn_event_cb, c);
     /* Writes are ours (conn_flush); libevent's write event only finishes what the socket refused */
@@ -173,6 +228,8 @@ void conn_accept(int fd, const struct sockaddr *addr, int addrlen, int reject)
     c->watermark = WIRE_LEN_BYTES;
     bufferevent_setwatermark(c->bev, EV_READ, c->watermark, 0);
     bufferevent_enable(c->bev, EV_READ);
+    /* HELLO is due within the idle timeout too: a silent socket holds a connection slot. */
+    conn_idle_arm(c);
     log_msg(LL_DEBUG, "conn %" PRIu64 " (%s): connected", c->serial, c->peer);
 }
 
@@ -226,7 +283,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
     struct conn *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
 
-    while ((c->state == CONN_HELLO || c->state == CONN_READY) && !c->broken) {
+    while ((c->state == CONN_HELLO || c->state == CONN_READY) && !c->broken && !c->read_paused) {
         ProtobufCMessage *hdr = NULL;
         size_t npl = 0, need = 0;
         char err[160];
@@ -252,7 +309,32 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
         protobuf_c_message_free_unpacked(hdr, NULL);
         conn_free_payloads(c);
     }
+    /* Part of a frame is waiting: it must become whole within the idle timeout. */
+    if (evbuffer_get_length(in) > 0)
+        conn_idle_arm(c);
     req_drain();
+}
+
+void conn_pause_read(struct conn *c)
+{
+    if (c->read_paused)
+        return;
+    c->read_paused = 1;
+    if (c->state <= CONN_READY && !c->broken)
+        bufferevent_disable(c->bev, EV_READ);
+}
+
+void conn_resume_read(struct conn *c)
+{
+    if (!c->read_paused)
+        return;
+    c->read_paused = 0;
+    if (c->state > CONN_READY || c->broken)
+        return;
+    bufferevent_enable(c->bev, EV_READ);
+    /* Frames that arrived while paused are in the input already: no read event will say so. */
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }
 
 static void conn_event_cb(struct bufferevent *bev, short events, void *arg)
@@ -280,6 +362,12 @@ static void conn_detach(struct conn *c)
         return;
     req_detach_all(c);
     delivery_nack_all(&c->dl);
+    /* After the requests: an abandoned in-flight send still writes its seq down. */
+    session_detach(c);
+    if (c->idle_on) {
+        evtimer_del(&c->idle_ev);
+        c->idle_on = 0;
+    }
     if (c->counted) {
         broker.nconns--;
         c->counted = 0;
@@ -291,7 +379,10 @@ static void conn_linger_cb(evutil_socket_t fd, short what, void *arg)
     struct conn *c = arg;
 
     (void)fd, (void)what;
-    conn_kill(c);
+    if (c->fail_flush && c->state < CONN_CLOSING)
+        conn_close_flush(c);
+    else
+        conn_kill(c);
     req_drain();
 }
 
@@ -371,6 +462,8 @@ void conn_free(struct conn *c)
         event_free(c->close_timer);
     map_free(&c->reqs);
     map_free(&c->dl.map);
+    map_free(&c->dl.leases);
+    evtimer_del(&c->idle_ev);
     free(c->pl);
     free(c);
     broker_conn_gone();
@@ -388,15 +481,40 @@ void conn_teardown(void)
     }
 }
 
+/*
+ * A reply too big for any frame (its header over WIRE_HDR_MAX: a PING
+ * echoing 64 KiB): nothing of it was written, so the stream is intact and
+ * the client learns why with a PROTOCOL frame. The close waits for the
+ * loop, because the caller may still be using c.
+ */
+static void conn_reply_too_big(struct conn *c, uint64_t id)
+{
+    char text[128];
+
+    snprintf(text, sizeof text, "the reply to request %" PRIu64 " would need a header over %d "
+             "bytes (the request carried too much)", id, WIRE_HDR_MAX);
+    log_msg(LL_INFO, "conn %" PRIu64 " (%s): protocol error: %s", c->serial, c->peer, text);
+    conn_status(c, id, CHANWIRE__STATUS__STATUS_PROTOCOL, text);
+    c->broken = 1;
+    c->fail_flush = 1;
+    bufferevent_disable(c->bev, EV_READ);
+    conn_kill_later(c, 0);
+}
+
 int conn_reply(struct conn *c, Chanwire__ServerFrame *f, const struct wire_payload *pl, size_t n)
 {
-    /*
-     * Every byte for the client passes here: the bound on queued output
-     * (a reader that stops reading gets dropped) belongs at this point.
-     */
+    struct evbuffer *out;
+    size_t before;
+
     if (c->state >= CONN_CLOSING || c->broken)
         return 0;
-    if (wire_put(bufferevent_get_output(c->bev), &f->base, pl, n) < 0) {
+    out = bufferevent_get_output(c->bev);
+    before = evbuffer_get_length(out);
+    if (wire_put(out, &f->base, pl, n) < 0) {
+        if (evbuffer_get_length(out) == before && f->status == CHANWIRE__STATUS__STATUS_OK) {
+            conn_reply_too_big(c, f->id);
+            return -1;
+        }
         /* A frame may be half written: nothing after it could be trusted. */
         conn_doom(c);
         return -1;

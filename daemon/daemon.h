@@ -11,7 +11,9 @@
  *   map.c       a u64-keyed hash table (handles, delivery tags, request ids)
  *   msg.c       message storage: small payloads inline, large ones as evbuffers
  *   registry.c  channels by name and by handle; the refcounted struct chan
- *   delivery.c  a connection's unacked deliveries, by tag
+ *   delivery.c  a connection's unacked deliveries, by tag; lease timers
+ *   session.c   sessions by UUID: takeover, the completed-seq window, expiry
+ *   mem.c       the --max-memory gate: sends wait FIFO for message memory
  *   conn.c      one client connection: framing, replies, two-phase death
  *   dispatch.c  a frame to its handler; the requests that never block
  *   op.c        SEND, RECV, SELECT: fast paths, parking, replies
@@ -47,6 +49,8 @@ struct delivery_table;
 struct conn;
 struct req;
 struct broker;
+struct session;
+struct lease;
 
 /* Programmer errors stop loudly, whatever NDEBUG says; input never gets here. */
 #define DAEMON_ASSERT(x) ((x) ? (void)0 : daemon_assert_fail(#x, __FILE__, __LINE__))
@@ -79,6 +83,16 @@ struct options {
     const char *port_file;   /* where to write the port once listening, or NULL */
     size_t max_msg;          /* largest message payload, bytes */
     size_t max_conns;        /* live client connections at most */
+    uint64_t max_memory;     /* message bytes the broker holds at most, 0 = no limit */
+    size_t max_channels;     /* channels at most, 0 = no limit */
+    size_t max_pending;      /* blocked requests per connection at most */
+    size_t max_output;       /* reply bytes queued to one connection at most */
+    long idle_timeout;       /* s a connection may sit on an incomplete frame, 0 = for ever */
+    long session_ttl;        /* s a session outlives its last connection */
+    long expire_closed;      /* s before a closed, drained, idle channel is deleted, 0 = never */
+    const char *token;       /* --auth-token-file's first line (static storage), or NULL */
+    size_t token_len;        /* bytes in token */
+    int insecure;            /* --insecure: a non-loopback --bind without a token is fine */
     int log_level;           /* enum log_level */
 };
 
@@ -180,6 +194,9 @@ struct chan {
     unsigned refs;                  /* see above */
     int deleted;                    /* DELETE'd: out of the registry, core destroyed */
     struct chan *name_next;         /* registry name-hash chain */
+    TAILQ_ENTRY(chan) closed_link;  /* registry's closed list (--expire-closed) */
+    int on_closed_list;             /* in that list */
+    int64_t idle_since_ms;          /* closed list: first sweep that saw it drained and unused, 0 = none */
     uint32_t name_hash;             /* hash of name, kept for rehashing */
     size_t namelen;                 /* bytes in name */
     char name[];                    /* NUL-terminated */
@@ -205,6 +222,11 @@ void registry_delete(struct chan *ch);
  */
 int registry_list(const char *prefix, size_t len, struct chan ***out, size_t *n);
 size_t registry_count(void);
+/*
+ * ch was just closed: with --expire-closed, it is watched and deleted once
+ * it stayed drained, unacked-free and waiter-free for that long.
+ */
+void registry_closed(struct chan *ch);
 void registry_ref(struct chan *ch);
 void registry_unref(struct chan *ch);
 
@@ -213,19 +235,23 @@ void registry_unref(struct chan *ch);
 /*
  * The messages a connection received and has not settled. Each entry owns
  * its message and a reference to its channel. Tags are per connection,
- * start at 1 and only grow.
+ * start at 1 and only grow. A leased delivery also owns a struct lease (its
+ * timer), kept apart so a plain delivery costs no more than its map slot.
  */
 struct delivery_table {
     struct map map;        /* tag -> val: struct msg, aux: struct chan */
+    struct map leases;     /* tag -> val: struct lease, for leased deliveries only */
     uint64_t next_tag;     /* tag for the next delivery */
 };
 
 void delivery_init(struct delivery_table *t);
 /*
  * Record m (delivered from ch with CORE_W_ACK): the table takes m and a
- * reference to ch. Returns the tag, or 0 if out of memory (nothing taken).
+ * reference to ch. lease_ms > 0: unless settled within lease_ms, the
+ * message goes back to its channel as a NACK would, and its tag is
+ * forgotten. Returns the tag, or 0 if out of memory (nothing taken).
  */
-uint64_t delivery_add(struct delivery_table *t, struct chan *ch, struct msg *m);
+uint64_t delivery_add(struct delivery_table *t, struct chan *ch, struct msg *m, int64_t lease_ms);
 /* ACK one tag: the message is gone for good. 0, or -1 for an unknown tag. */
 int delivery_ack(struct delivery_table *t, uint64_t tag);
 /*
@@ -234,7 +260,10 @@ int delivery_ack(struct delivery_table *t, uint64_t tag);
  * known ones are still nacked).
  */
 int delivery_nack(struct delivery_table *t, const uint64_t *tags, size_t n);
-/* Give every message back (a connection's death), in order; empty the table. */
+/*
+ * Give every message back (a connection's death), in order; stop every
+ * lease; empty both maps.
+ */
 void delivery_nack_all(struct delivery_table *t);
 size_t delivery_count(const struct delivery_table *t);
 /* Settle one message with core_nack on ch and drop what the core hands back. */
@@ -264,6 +293,8 @@ struct conn {
     char peer[64];                /* "addr:port" of the client */
     char name[64];                /* HELLO client_name, for logs */
     unsigned char session[16];    /* HELLO session UUID (zeros if none) */
+    struct session *sess;         /* its session while attached (the table owns it), or NULL */
+    uint64_t resume_hi;           /* highest seq the session had seen before this connection */
     struct map reqs;              /* blocked requests by id: val struct req */
     TAILQ_HEAD(, req) reqlist;    /* the same requests, for walking */
     struct delivery_table dl;     /* unacked deliveries */
@@ -274,6 +305,12 @@ struct conn {
     int pl_oversize;              /* some payload of this frame was over --max-msg */
     int pl_nomem;                 /* some payload could not be stored */
     struct event *close_timer;    /* CLOSING: give up on the peer after this */
+    int fail_flush;               /* close_timer: close after flushing (an error frame) */
+    struct event idle_ev;         /* --idle-timeout: checks progress on an incomplete frame */
+    int idle_on;                  /* idle_ev is pending */
+    uint64_t idle_frames;         /* frames_in when idle_ev was armed */
+    uint64_t mem_bytes;           /* payload bytes of c's requests waiting for memory */
+    int read_paused;              /* reading stopped until those are admitted */
     uint64_t frames_in;           /* frames taken */
     int flushing;                 /* on the flush queue */
     TAILQ_ENTRY(conn) flink;      /* the flush queue (conn.c) */
@@ -306,6 +343,12 @@ void conn_close_flush(struct conn *c);
 void conn_kill(struct conn *c);
 /* A reply could not be written: the stream is broken; kill c from the loop, not from here. */
 void conn_doom(struct conn *c);
+/*
+ * Stop reading c's requests (its requests waiting for memory hold a frame's
+ * worth), or read on and take what is already buffered.
+ */
+void conn_pause_read(struct conn *c);
+void conn_resume_read(struct conn *c);
 /* Phase two: free a connection taken off the reap list. */
 void conn_free(struct conn *c);
 /* Free every connection at once (exit). */
@@ -338,6 +381,8 @@ void op_select(struct conn *c, Chanwire__ClientFrame *f);
 void op_resume(struct req *r);
 /* Reply with status to a withdrawn request (its waiters are out of the core) and free it. */
 void op_withdrawn(struct req *r, int err);
+/* r waited for memory and was admitted: go on into the core. */
+void op_admitted(struct req *r);
 
 /* ---- req.c ------------------------------------------------------------ */
 
@@ -364,6 +409,9 @@ struct req {
     int64_t timeout_ms;          /* as requested: -1 never, 0 no wait, > 0 ms */
     struct event timer;          /* deadline, when timeout_ms > 0 */
     int timer_on;                /* timer was added */
+    int memwait;                 /* in the memory queue (mem.c), not yet in the core */
+    uint64_t membytes;           /* payload bytes it holds while there */
+    TAILQ_ENTRY(req) mlink;      /* the memory queue */
     TAILQ_ENTRY(req) qlink;      /* completion queue */
     TAILQ_ENTRY(req) clink;      /* conn->reqlist */
     struct chan *chan;           /* SEND/RECV: the channel (referenced) */
@@ -376,9 +424,11 @@ struct req {
     struct msg *one;             /* the slot of a single-message SEND */
     uint32_t nmsgs;              /* messages in the request */
     uint32_t next;               /* index of the message in w */
-    uint32_t count;              /* messages sent so far */
+    uint32_t count;              /* messages sent so far (or found sent by a previous connection) */
+    uint64_t seq;                /* session seq of msgs[0] (msgs[i] has seq + i), 0 = none */
     /* RECV */
     uint32_t max;                /* messages the reply may carry */
+    int64_t lease_ms;            /* > 0: the deliveries are leased for that long */
     /*
      * SELECT: cases[i].ch names the channel (referenced), NULL = nil case;
      * a send case's msg is ours unless it is the fired case and taken.
@@ -404,7 +454,8 @@ struct req *req_new(struct conn *c, uint64_t id, int kind, size_t nextra);
 void req_free(struct req *r);
 /*
  * Make r one of its connection's pending requests (before the blocking
- * core call, so that call can no longer fail). -1 if out of memory.
+ * core call, so that call can no longer fail). 0, or EBUSY (the
+ * connection has --max-pending of them already) or ENOMEM.
  */
 int req_park(struct req *r);
 /* Start r's deadline timer, if it has one. */
@@ -427,6 +478,55 @@ void req_detach_all(struct conn *c);
 /* Shutdown: answer every parked, uncompleted request of c with SHUTDOWN. */
 void req_shutdown_all(struct conn *c);
 
+/* ---- session.c -------------------------------------------------------- */
+
+/* Completed seqs a session remembers: the most recent ones stay. */
+#define SESSION_WINDOW 4096
+
+int session_init(void);
+/* Free every session (at exit, after every connection is gone). */
+void session_fini(void);
+/*
+ * HELLO with session id: attach c to that session, creating it if new
+ * (*resumed = 0) or taking it over (*resumed = 1). A live connection
+ * already attached is closed first (the newer one wins: its client
+ * reconnected and the old socket is a leftover). 0, or -1 if out of memory.
+ */
+int session_attach(struct conn *c, const unsigned char id[16], int *resumed);
+/* c is going away: its session starts its --session-ttl. */
+void session_detach(struct conn *c);
+/* Record seq as completed (buffered, or taken by a receiver) in s's window. */
+void session_complete(struct session *s, uint64_t seq);
+/* A SEND with seqs seq..seq+n-1 arrived: raise the highest seq seen. */
+void session_seen(struct session *s, uint64_t seq, size_t n);
+/*
+ * How many of seq, seq+1, ... (n at most) are completed, counting from
+ * seq and stopping at the first that is not. O(window + n).
+ */
+size_t session_done_prefix(const struct session *s, uint64_t seq, size_t n);
+size_t session_count(void);
+
+/* ---- mem.c ------------------------------------------------------------ */
+
+/* Requests waiting in the memory queue (nonzero: msg_free calls mem_kick). */
+extern size_t mem_nwait;
+
+int mem_init(void);
+void mem_fini(void);
+/* May a send of bytes (already taken from the socket) go now? FIFO behind the waiters. */
+int mem_admit_now(uint64_t bytes);
+/*
+ * Queue r (parked, holding bytes of payloads) until memory frees; then
+ * op_admitted(r) runs from the loop. Its deadline timer keeps running.
+ */
+void mem_wait(struct req *r, uint64_t bytes);
+/* Take r out of the queue (withdrawn, freed). */
+void mem_leave(struct req *r);
+/* Memory was freed: admit waiters from the loop. */
+void mem_kick(void);
+/* Message bytes counted against --max-memory. */
+uint64_t mem_used(void);
+
 /* ---- broker.c --------------------------------------------------------- */
 
 /* The one broker of this process. */
@@ -434,6 +534,7 @@ struct broker {
     struct event_base *base;       /* the loop (the caller's) */
     struct options opt;            /* the command line */
     size_t max_frame;              /* WIRE_FRAME_MAX(opt.max_msg) */
+    size_t max_output;             /* opt.max_output, at least two frames */
     size_t nconns;                 /* connections counting against --max-conns */
     uint64_t next_serial;          /* for conn.serial */
     TAILQ_HEAD(, conn) conns;      /* every connection not yet reaped */

@@ -4,15 +4,55 @@
  * ACK frees the message, a NACK or the connection's death hands it back to
  * the head of its channel. Giving back several at once goes last-first, so
  * each channel gets them back in their original order.
+ *
+ * A leased delivery (RECV with lease_ms) also gets a timer: when it fires
+ * before an ACK or NACK, the message goes back as a NACK would have sent
+ * it and the tag is forgotten, so a late ACK or NACK answers INVALID.
  */
+#include <inttypes.h>
 #include <stdlib.h>
 
 #include "daemon.h"
 
+/* A leased delivery's timer. Owned by its table's leases map until settled or expired. */
+struct lease {
+    struct event ev;                 /* fires lease_ms after the delivery */
+    struct delivery_table *t;        /* the table holding the delivery */
+    uint64_t tag;                    /* the delivery */
+};
+
 void delivery_init(struct delivery_table *t)
 {
     map_init(&t->map);
+    map_init(&t->leases);
     t->next_tag = 1;
+}
+
+/* The delivery was settled (ack, nack, death): its lease, if any, ends unfired. */
+static void delivery_unlease(struct delivery_table *t, uint64_t tag)
+{
+    struct map_ent *e;
+    struct lease *l;
+
+    if (t->leases.n == 0 || (e = map_get(&t->leases, tag)) == NULL)
+        return;
+    l = e->val;
+    map_del(&t->leases, tag);
+    event_del(&l->ev);
+    free(l);
+}
+
+static void delivery_lease_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct lease *l = arg;
+    struct delivery_table *t = l->t;
+    uint64_t tag = l->tag;
+
+    (void)fd, (void)what;
+    log_msg(LL_DEBUG, "lease of delivery %" PRIu64 " ran out; back to its channel", tag);
+    /* delivery_nack ends the lease (frees l) before giving the message back. */
+    delivery_nack(t, &tag, 1);
+    req_drain();
 }
 
 size_t delivery_count(const struct delivery_table *t)
@@ -20,12 +60,29 @@ size_t delivery_count(const struct delivery_table *t)
     return t->map.n;
 }
 
-uint64_t delivery_add(struct delivery_table *t, struct chan *ch, struct msg *m)
+uint64_t delivery_add(struct delivery_table *t, struct chan *ch, struct msg *m, int64_t lease_ms)
 {
     uint64_t tag = t->next_tag;
+    struct lease *l = NULL;
 
-    if (map_put(&t->map, tag, m, ch) < 0)
+    if (lease_ms > 0) {
+        struct timeval tv = {(time_t)(lease_ms / 1000), (suseconds_t)(lease_ms % 1000) * 1000};
+
+        l = malloc(sizeof *l);
+        if (l == NULL || map_put(&t->leases, tag, l, NULL) < 0) {
+            free(l);
+            return 0;
+        }
+        l->t = t;
+        l->tag = tag;
+        evtimer_assign(&l->ev, broker.base, delivery_lease_cb, l);
+        evtimer_add(&l->ev, &tv);
+    }
+    if (map_put(&t->map, tag, m, ch) < 0) {
+        if (l != NULL)
+            delivery_unlease(t, tag);
         return 0;
+    }
     registry_ref(ch);
     t->next_tag++;
     return tag;
@@ -49,6 +106,7 @@ int delivery_ack(struct delivery_table *t, uint64_t tag)
     m = e->val;
     ch = e->aux;
     map_del(&t->map, tag);
+    delivery_unlease(t, tag);
     core_ack(&ch->core, &m->core);
     msg_free(m);
     registry_unref(ch);
@@ -80,6 +138,7 @@ static int delivery_nack_sorted(struct delivery_table *t, const uint64_t *tags, 
         m = e->val;
         ch = e->aux;
         map_del(&t->map, tags[i]);
+        delivery_unlease(t, tags[i]);
         delivery_requeue(ch, m);
         registry_unref(ch);
     }
@@ -118,6 +177,7 @@ void delivery_nack_all(struct delivery_table *t)
 
     if (n == 0) {
         map_free(&t->map);
+        map_free(&t->leases);
         return;
     }
     tags = malloc(n * sizeof *tags);
@@ -130,6 +190,7 @@ void delivery_nack_all(struct delivery_table *t)
         for (uint64_t tag = t->next_tag - 1; tag > 0 && t->map.n > 0; tag--)
             delivery_nack_sorted(t, &tag, 1);
         map_free(&t->map);
+        map_free(&t->leases);
         return;
     }
     for (size_t i = 0; i < t->map.cap; i++)
@@ -139,4 +200,6 @@ void delivery_nack_all(struct delivery_table *t)
     delivery_nack_sorted(t, tags, k);
     free(tags);
     map_free(&t->map);
+    DAEMON_ASSERT(t->leases.n == 0);
+    map_free(&t->leases);
 }

@@ -44,12 +44,33 @@ static void dispatch_clean(char *dst, size_t size, const char *s)
     dst[i] = '\0';
 }
 
+/*
+ * Does the HELLO token equal --auth-token-file's? Every byte of the wanted
+ * token is looked at whatever the given one holds, with no branch on the
+ * bytes, so the time taken says nothing about how much of it matched.
+ */
+static int dispatch_token_ok(const char *given)
+{
+    const unsigned char *want = (const unsigned char *)broker.opt.token;
+    size_t wlen = broker.opt.token_len, glen = strlen(given);
+    unsigned diff = (unsigned)(wlen != glen);
+
+    for (size_t i = 0; i < wlen; i++) {
+        /* Past the end of given, compare with its NUL: the length check has failed already. */
+        size_t mask = (size_t)0 - (size_t)(i < glen);
+        diff |= want[i] ^ (unsigned char)given[i & mask];
+    }
+    return diff == 0;
+}
+
 static void dispatch_hello(struct conn *c, Chanwire__ClientFrame *f)
 {
     const Chanwire__Hello *h = f->hello;
     Chanwire__ServerFrame sf = CHANWIRE__SERVER_FRAME__INIT;
     Chanwire__HelloReply hr = CHANWIRE__HELLO_REPLY__INIT;
+    static const unsigned char none[16];
     char server[64];
+    int resumed = 0;
 
     if (h->version != WIRE_VERSION) {
         conn_fail(c, f->id, "protocol version %" PRIu32 " not supported (this server speaks %d)",
@@ -61,11 +82,27 @@ static void dispatch_hello(struct conn *c, Chanwire__ClientFrame *f)
                   h->session.len);
         return;
     }
+    dispatch_clean(c->name, sizeof c->name, h->client_name);
+    if (broker.opt.token != NULL && !dispatch_token_ok(h->token)) {
+        log_msg(LL_WARN, "conn %" PRIu64 " (%s): HELLO from '%s' %s the auth token; closing",
+                c->serial, c->peer, c->name, h->token[0] ? "with a wrong" : "without");
+        conn_status(c, f->id, CHANWIRE__STATUS__STATUS_UNAUTHORIZED,
+                    h->token[0] ? "wrong auth token" : "this broker requires an auth token");
+        conn_close_flush(c);
+        return;
+    }
     if (h->session.len != 0)
         memcpy(c->session, h->session.data, sizeof c->session);
-    dispatch_clean(c->name, sizeof c->name, h->client_name);
+    if (memcmp(c->session, none, sizeof none) != 0 &&
+        session_attach(c, c->session, &resumed) < 0) {
+        log_msg(LL_WARN, "conn %" PRIu64 ": out of memory creating its session", c->serial);
+        conn_status(c, f->id, CHANWIRE__STATUS__STATUS_NOMEM, "out of memory creating the session");
+        conn_close_flush(c);
+        return;
+    }
     c->state = CONN_READY;
-    log_msg(LL_INFO, "conn %" PRIu64 " (%s): hello from '%s'", c->serial, c->peer, c->name);
+    log_msg(LL_INFO, "conn %" PRIu64 " (%s): hello from '%s'%s", c->serial, c->peer, c->name,
+            resumed ? ", session resumed" : "");
 
     snprintf(server, sizeof server, "chand %s", PACKAGE_VERSION);
     hr.version = WIRE_VERSION;
@@ -74,6 +111,7 @@ static void dispatch_hello(struct conn *c, Chanwire__ClientFrame *f)
     hr.server = server;
     hr.instance.data = broker.instance;
     hr.instance.len = sizeof broker.instance;
+    hr.resumed = resumed;
     sf.id = f->id;
     sf.body_case = CHANWIRE__SERVER_FRAME__BODY_HELLO;
     sf.hello = &hr;
@@ -99,6 +137,13 @@ static void dispatch_open(struct conn *c, Chanwire__ClientFrame *f)
     if (ch == NULL) {
         if (o->cap == -1) {
             conn_status(c, f->id, ST(NOENT), "no such channel");
+            return;
+        }
+        if (broker.opt.max_channels != 0 && registry_count() >= broker.opt.max_channels) {
+            char text[96];
+            snprintf(text, sizeof text, "channel limit of %zu reached (--max-channels)",
+                     broker.opt.max_channels);
+            conn_status(c, f->id, ST(NOMEM), text);
             return;
         }
         ch = registry_create(o->name, len, (size_t)o->cap);
@@ -141,6 +186,7 @@ static void dispatch_close(struct conn *c, Chanwire__ClientFrame *f)
         return;
     }
     log_msg(LL_DEBUG, "channel '%s' closed", ch->name);
+    registry_closed(ch);
     dispatch_ok(c, f->id);
 }
 

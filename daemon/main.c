@@ -142,6 +142,22 @@ out:
     return rc;
 }
 
+/* 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104: reachable from this host only. */
+static int main_is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const void *)sa;
+        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_LOOPBACK(a))
+            return 1;
+        return IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127;
+    }
+    return 0;
+}
+
 static int main_listen(void)
 {
     struct addrinfo hints = {0}, *ai = NULL;
@@ -157,6 +173,12 @@ static int main_listen(void)
     rc = getaddrinfo(broker.opt.bind, port, &hints, &ai);
     if (rc != 0) {
         fprintf(stderr, "chand: bad value '%s' for --bind\n", broker.opt.bind);
+        return 2;
+    }
+    if (!main_is_loopback(ai->ai_addr) && broker.opt.token == NULL && !broker.opt.insecure) {
+        fprintf(stderr, "chand: refusing to listen on %s without --auth-token-file "
+                "(--insecure allows it)\n", broker.opt.bind);
+        freeaddrinfo(ai);
         return 2;
     }
     listener = evconnlistener_new_bind(broker.base, main_accept_cb, NULL,

@@ -107,6 +107,8 @@ void msg_free(struct msg *m)
         return;
     live_bytes -= m->core.len;
     live_count--;
+    if (mem_nwait != 0)
+        mem_kick();
     if (m->core.len > MSG_INLINE_MAX) {
         /*
          * An output that still holds this payload by reference keeps the

@@ -12,6 +12,13 @@
  *
  * Every RECV (and SELECT recv case) uses CORE_W_ACK: a message stays
  * counted against its channel until its connection ACKs the tag it got.
+ *
+ * Two gates come before the core for a SEND: the session's window (a
+ * resent SEND whose seqs completed already is answered without sending),
+ * then --max-memory (mem.c), where a send over the limit waits its turn
+ * like one on a full channel. A SEND's seq is written down the moment the
+ * core takes its message: op_sent here, req_done and req_abandon for the
+ * parked ones.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -42,6 +49,26 @@ static void op_error(struct conn *c, uint64_t id, int err)
     conn_status(c, id, wire_errno_status(err), NULL);
 }
 
+/* req_park refused: the per-connection bound, or memory. */
+static void op_park_failed(struct conn *c, uint64_t id, int err)
+{
+    if (err == EBUSY) {
+        char text[96];
+        snprintf(text, sizeof text, "more than %zu blocked requests on this connection",
+                 broker.opt.max_pending);
+        conn_status(c, id, ST(BUSY), text);
+        return;
+    }
+    conn_status(c, id, ST(NOMEM), "out of memory parking the request");
+}
+
+/* A message of c's SEND with this seq is the channel's now. */
+static void op_sent(struct conn *c, uint64_t seq)
+{
+    if (seq != 0 && c->sess != NULL)
+        session_complete(c->sess, seq);
+}
+
 /* The channel behind a handle, or a STALE reply and NULL. */
 static struct chan *op_chan(struct conn *c, uint64_t id, uint64_t handle)
 {
@@ -70,17 +97,6 @@ static int op_payloads_ok(struct conn *c, uint64_t id)
         return 0;
     }
     return 1;
-}
-
-/*
- * The one place where messages enter the broker. Nothing is refused yet;
- * --max-memory (a send over it waits like one on a full channel) and the
- * per-connection bounds hook in here.
- */
-static int op_admit_send(struct conn *c, size_t n, uint64_t bytes)
-{
-    (void)c, (void)n, (void)bytes;
-    return 0;
 }
 
 /* ---- SEND ------------------------------------------------------------- */
@@ -130,6 +146,7 @@ static void op_send_step(struct req *r)
         };
         rc = core_send(&r->chan->core, &r->w, block);
         if (rc == 0) {
+            op_sent(r->conn, r->seq ? r->seq + r->next : 0);
             r->msgs[r->next++] = NULL;
             r->count++;
             continue;
@@ -151,10 +168,11 @@ static void op_send_step(struct req *r)
 void op_send(struct conn *c, Chanwire__ClientFrame *f)
 {
     const Chanwire__Send *s = f->send;
-    size_t n = c->npl;
+    size_t n = c->npl, done = 0;
     uint64_t bytes = 0;
     struct chan *ch;
     struct req *r;
+    int rc, wait_mem;
 
     if (!op_payloads_ok(c, f->id))
         return;
@@ -162,26 +180,45 @@ void op_send(struct conn *c, Chanwire__ClientFrame *f)
         conn_status(c, f->id, ST(INVALID), "SEND carries no message");
         return;
     }
+    if (s->seq != 0 && c->sess != NULL) {
+        /* Only a seq an earlier connection carried can be a resend (seqs only grow). */
+        if (s->seq <= c->resume_hi)
+            done = session_done_prefix(c->sess, s->seq, n);
+        session_seen(c->sess, s->seq, n);
+        if (done == n) {
+            log_msg(LL_DEBUG, "conn %" PRIu64 ": SEND seq %" PRIu64 "+%zu done already",
+                    c->serial, s->seq, n);
+            op_reply_send(c, f->id, (uint32_t)n);
+            return;
+        }
+    }
+    /* After the window: a send that completed stays OK even if its channel went since. */
     if ((ch = op_chan(c, f->id, s->chan)) == NULL)
         return;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = done; i < n; i++)
         bytes += c->pl[i]->core.len;
-    if (op_admit_send(c, n, bytes) < 0) {
-        conn_status(c, f->id, ST(NOMEM), NULL);
+    wait_mem = !mem_admit_now(bytes);
+    if (wait_mem && (s->timeout_ms == 0 || done > 0)) {
+        /* Like a full channel: no wait allowed, or the rest of a SEND_MANY that went in part. */
+        if (done > 0)
+            op_reply_send(c, f->id, (uint32_t)done);
+        else
+            conn_status(c, f->id, ST(AGAIN), "over --max-memory");
         return;
     }
 
-    if (ch->core.cap > 0) {
+    if (ch->core.cap > 0 && !wait_mem) {
         struct core_waiter w = {.op = CORE_SEND, .done = op_fast_done};
-        uint32_t count = 0;
-        int rc = 0;
+        uint32_t count = (uint32_t)done;
 
-        for (size_t i = 0; i < n; i++) {
+        rc = 0;
+        for (size_t i = done; i < n; i++) {
             w.msg = &c->pl[i]->core;
             rc = core_send(&ch->core, &w, 0);
             if (rc != 0)
                 break;
             c->pl[i] = NULL;
+            op_sent(c, s->seq ? s->seq + i : 0);
             count++;
         }
         DAEMON_ASSERT(rc != CORE_PENDING);
@@ -196,22 +233,31 @@ void op_send(struct conn *c, Chanwire__ClientFrame *f)
     }
 
     r = req_new(c, f->id, REQ_SEND, n > 1 ? n * sizeof(struct msg *) : 0);
-    if (r == NULL || req_park(r) < 0) {
+    if (r == NULL || (rc = req_park(r)) != 0) {
         if (r != NULL)
             req_free(r);
-        conn_status(c, f->id, ST(NOMEM), "out of memory parking the request");
+        op_park_failed(c, f->id, r == NULL ? ENOMEM : rc);
         return;
     }
     if (n > 1)
         r->msgs = (struct msg **)(void *)(r + 1);
     for (size_t i = 0; i < n; i++) {
-        r->msgs[i] = c->pl[i];
-        c->pl[i] = NULL;
+        /* Slots before done stay NULL: a previous connection sent those. */
+        r->msgs[i] = i < done ? NULL : c->pl[i];
+        c->pl[i] = i < done ? c->pl[i] : NULL;
     }
     r->nmsgs = (uint32_t)n;
+    r->next = (uint32_t)done;
+    r->count = (uint32_t)done;
+    r->seq = s->seq;
     r->timeout_ms = s->timeout_ms;
     r->chan = ch;
     registry_ref(ch);
+    if (wait_mem) {
+        req_arm(r);
+        mem_wait(r, bytes);
+        return;
+    }
     op_send_step(r);
 }
 
@@ -246,14 +292,18 @@ static size_t op_take(struct chan *ch, size_t max, struct msg **out, size_t n,
     return n;
 }
 
-/* Tag msgs[0..n) (received from ch) as c's deliveries and send them in one reply. */
-static void op_reply_recv(struct conn *c, uint64_t id, struct chan *ch, struct msg **msgs, size_t n)
+/*
+ * Tag msgs[0..n) (received from ch) as c's deliveries, leased for lease_ms
+ * if > 0, and send them in one reply.
+ */
+static void op_reply_recv(struct conn *c, uint64_t id, struct chan *ch, struct msg **msgs, size_t n,
+                          int64_t lease_ms)
 {
     Chanwire__ServerFrame sf = CHANWIRE__SERVER_FRAME__INIT;
     Chanwire__RecvReply rr = CHANWIRE__RECV_REPLY__INIT;
 
     for (size_t i = 0; i < n; i++) {
-        uint64_t tag = delivery_add(&c->dl, ch, msgs[i]);
+        uint64_t tag = delivery_add(&c->dl, ch, msgs[i], lease_ms);
         if (tag == 0) {
             /* Out of memory: what could not be recorded goes back, newest first. */
             for (size_t j = n; j-- > i;)
@@ -294,12 +344,11 @@ void op_recv(struct conn *c, Chanwire__ClientFrame *f)
     size_t n;
     int rc;
 
-    /* lease_ms: every delivery already waits for its ACK; lease expiry comes later. */
     if ((ch = op_chan(c, f->id, q->chan)) == NULL)
         return;
     n = op_take(ch, max, s_msgs, 0, 0, &rc);
     if (n > 0) {
-        op_reply_recv(c, f->id, ch, s_msgs, n);
+        op_reply_recv(c, f->id, ch, s_msgs, n, q->lease_ms);
         return;
     }
     if (rc != EAGAIN || q->timeout_ms == 0) {
@@ -308,15 +357,16 @@ void op_recv(struct conn *c, Chanwire__ClientFrame *f)
     }
 
     r = req_new(c, f->id, REQ_RECV, 0);
-    if (r == NULL || req_park(r) < 0) {
+    if (r == NULL || (rc = req_park(r)) != 0) {
         if (r != NULL)
             req_free(r);
-        conn_status(c, f->id, ST(NOMEM), "out of memory parking the request");
+        op_park_failed(c, f->id, r == NULL ? ENOMEM : rc);
         return;
     }
     r->chan = ch;
     registry_ref(ch);
     r->max = (uint32_t)max;
+    r->lease_ms = q->lease_ms;
     r->timeout_ms = q->timeout_ms;
     r->w.op = CORE_RECV;
     r->w.flags = CORE_W_ACK;
@@ -340,11 +390,37 @@ static void op_recv_resume(struct req *r)
     r->w.msg = NULL;
     s_msgs[0] = m;
     n = op_take(r->chan, r->max, s_msgs, 1, m->core.len, &rc);
-    op_reply_recv(r->conn, r->id, r->chan, s_msgs, n);
+    op_reply_recv(r->conn, r->id, r->chan, s_msgs, n, r->lease_ms);
     req_free(r);
 }
 
 /* ---- SELECT ----------------------------------------------------------- */
+
+static void op_reply_select(struct conn *c, uint64_t id, struct core_waiter *cases, int idx);
+
+/* Register a parked select's cases (r->ncases built, r parked) and answer what is ready. */
+static void op_select_go(struct req *r)
+{
+    struct conn *c = r->conn;
+    int rc = core_select(&r->sel, r->cases, r->ncases, r->timeout_ms != 0);
+
+    if (rc >= 0) {
+        r->taken = r->cases[rc].op == CORE_SEND && r->cases[rc].status == 0;
+        op_reply_select(c, r->id, r->cases, rc);
+        req_free(r);
+        return;
+    }
+    if (rc == CORE_WOULDBLOCK) {
+        op_error(c, r->id, EAGAIN);
+        req_free(r);
+        return;
+    }
+    if (r->sel.fired >= 0 && r->timeout_ms == 0) {
+        /* A send case is in a cap-0 receiver's hands; a nack then means "would block". */
+        core_cancel(&r->cases[0], EAGAIN);
+    }
+    req_arm(r);
+}
 
 /*
  * Answer a select whose case idx proceeded (cases[idx].status). A recv
@@ -369,7 +445,7 @@ static void op_reply_select(struct conn *c, uint64_t id, struct core_waiter *cas
     if (w->op == CORE_RECV && w->status == 0) {
         struct chan *ch = CONTAINER_OF(w->ch, struct chan, core);
         struct msg *m = msg_of(w->msg);
-        uint64_t tag = delivery_add(&c->dl, ch, m);
+        uint64_t tag = delivery_add(&c->dl, ch, m, 0);
 
         w->msg = NULL;
         if (tag == 0) {
@@ -392,7 +468,8 @@ void op_select(struct conn *c, Chanwire__ClientFrame *f)
 {
     const Chanwire__Select *s = f->select;
     size_t n = s->n_cases, nsend = 0, k;
-    int cap0_send = 0;
+    int cap0_send = 0, wait_mem = 0;
+    uint64_t bytes = 0;
     struct core_select sel;
     struct req *r;
     int rc;
@@ -419,16 +496,17 @@ void op_select(struct conn *c, Chanwire__ClientFrame *f)
             cap0_send = 1;
     }
     if (nsend > 0) {
-        uint64_t bytes = 0;
+        /* Send cases pass the memory gate as a whole select, before any case is tried. */
         for (size_t i = 0; i < nsend; i++)
             bytes += c->pl[i]->core.len;
-        if (op_admit_send(c, nsend, bytes) < 0) {
-            conn_status(c, f->id, ST(NOMEM), NULL);
+        wait_mem = !mem_admit_now(bytes);
+        if (wait_mem && s->timeout_ms == 0) {
+            conn_status(c, f->id, ST(AGAIN), "over --max-memory");
             return;
         }
     }
 
-    if (!cap0_send) {
+    if (!cap0_send && !wait_mem) {
         for (size_t i = 0, k2 = 0; i < n; i++) {
             int send = s->cases[i]->send != 0;
             s_cases[i] = (struct core_waiter){
@@ -459,10 +537,10 @@ void op_select(struct conn *c, Chanwire__ClientFrame *f)
     }
 
     r = req_new(c, f->id, REQ_SELECT, n * sizeof(struct core_waiter));
-    if (r == NULL || req_park(r) < 0) {
+    if (r == NULL || (rc = req_park(r)) != 0) {
         if (r != NULL)
             req_free(r);
-        conn_status(c, f->id, ST(NOMEM), "out of memory parking the request");
+        op_park_failed(c, f->id, r == NULL ? ENOMEM : rc);
         return;
     }
     r->cases = (struct core_waiter *)(void *)(r + 1);
@@ -485,23 +563,12 @@ void op_select(struct conn *c, Chanwire__ClientFrame *f)
         if (s_chans[i] != NULL)
             registry_ref(s_chans[i]);
     }
-    rc = core_select(&r->sel, r->cases, (int)n, s->timeout_ms != 0);
-    if (rc >= 0) {
-        r->taken = r->cases[rc].op == CORE_SEND && r->cases[rc].status == 0;
-        op_reply_select(c, f->id, r->cases, rc);
-        req_free(r);
+    if (wait_mem) {
+        req_arm(r);
+        mem_wait(r, bytes);
         return;
     }
-    if (rc == CORE_WOULDBLOCK) {
-        op_error(c, f->id, EAGAIN);
-        req_free(r);
-        return;
-    }
-    if (r->sel.fired >= 0 && s->timeout_ms == 0) {
-        /* A send case is in a cap-0 receiver's hands; a nack then means "would block". */
-        core_cancel(&r->cases[0], EAGAIN);
-    }
-    req_arm(r);
+    op_select_go(r);
 }
 
 static void op_select_resume(struct req *r)
@@ -534,6 +601,14 @@ void op_resume(struct req *r)
     default:
         DAEMON_ASSERT(0);
     }
+}
+
+void op_admitted(struct req *r)
+{
+    if (r->kind == REQ_SEND)
+        op_send_step(r);
+    else
+        op_select_go(r);
 }
 
 void op_withdrawn(struct req *r, int err)

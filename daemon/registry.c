@@ -4,14 +4,26 @@
  * and are never reused, so a handle that outlived its channel can only
  * miss: that miss is the client's STALE. A channel struct outlives its
  * listing while deliveries or requests still reference it.
+ *
+ * With --expire-closed, closed channels are watched on a list a periodic
+ * sweep walks: one seen drained (nothing buffered, nothing unacked, no
+ * waiter) on every sweep for the configured time is deleted, so a broker
+ * that runs for months does not keep every name it ever saw.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <uuid/uuid.h>
 
 #include "daemon.h"
+
+/* Sweeps per --expire-closed period (so a channel goes within 1.25 periods), ms bounds. */
+#define REGISTRY_SWEEPS 4
+#define REGISTRY_SWEEP_MIN_MS 50
+#define REGISTRY_SWEEP_MAX_MS 60000
 
 static struct {
     struct chan **buckets;   /* name hash chains, nbuckets of them */
@@ -19,6 +31,8 @@ static struct {
     size_t n;                /* listed channels */
     struct map by_handle;    /* handle -> val: struct chan */
     uint64_t next_handle;    /* handle for the next channel */
+    TAILQ_HEAD(, chan) closed;  /* closed listed channels, with --expire-closed */
+    struct event *sweep_ev;  /* walks closed while it is not empty */
 } reg;
 
 /* FNV-1a: short keys, no attacker can do worse than a long chain of one bucket. */
@@ -33,6 +47,68 @@ static uint32_t registry_hash(const char *name, size_t len)
     return h;
 }
 
+static int64_t registry_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void registry_sweep_arm(void)
+{
+    int64_t ms = broker.opt.expire_closed * 1000 / REGISTRY_SWEEPS;
+    struct timeval tv;
+
+    if (ms < REGISTRY_SWEEP_MIN_MS)
+        ms = REGISTRY_SWEEP_MIN_MS;
+    if (ms > REGISTRY_SWEEP_MAX_MS)
+        ms = REGISTRY_SWEEP_MAX_MS;
+    tv.tv_sec = (time_t)(ms / 1000);
+    tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+    evtimer_add(reg.sweep_ev, &tv);
+}
+
+static void registry_sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+    int64_t now = registry_now_ms();
+    struct chan *ch, *next;
+
+    (void)fd, (void)what, (void)arg;
+    for (ch = TAILQ_FIRST(&reg.closed); ch != NULL; ch = next) {
+        const struct core_chan *cc = &ch->core;
+
+        next = TAILQ_NEXT(ch, closed_link);
+        if (cc->count != 0 || cc->unacked != 0 || cc->sendq.n != 0 || cc->recvq.n != 0) {
+            ch->idle_since_ms = 0;
+            continue;
+        }
+        if (ch->idle_since_ms == 0) {
+            ch->idle_since_ms = now;
+            continue;
+        }
+        if (now - ch->idle_since_ms >= broker.opt.expire_closed * 1000) {
+            log_msg(LL_INFO, "channel '%s' closed and unused for %ld s: deleted", ch->name,
+                    broker.opt.expire_closed);
+            registry_delete(ch);
+        }
+    }
+    if (!TAILQ_EMPTY(&reg.closed))
+        registry_sweep_arm();
+    req_drain();
+}
+
+void registry_closed(struct chan *ch)
+{
+    if (broker.opt.expire_closed == 0 || ch->on_closed_list || ch->deleted)
+        return;
+    ch->on_closed_list = 1;
+    ch->idle_since_ms = 0;
+    TAILQ_INSERT_TAIL(&reg.closed, ch, closed_link);
+    if (!evtimer_pending(reg.sweep_ev, NULL))
+        registry_sweep_arm();
+}
+
 int registry_init(void)
 {
     reg.nbuckets = 64;
@@ -41,7 +117,9 @@ int registry_init(void)
         return -1;
     map_init(&reg.by_handle);
     reg.next_handle = 1;
-    return 0;
+    TAILQ_INIT(&reg.closed);
+    reg.sweep_ev = evtimer_new(broker.base, registry_sweep_cb, NULL);
+    return reg.sweep_ev ? 0 : -1;
 }
 
 static void registry_free_buffered(struct core_msg *m, void *arg)
@@ -59,6 +137,9 @@ void registry_teardown(void)
     reg.buckets = NULL;
     reg.nbuckets = 0;
     map_free(&reg.by_handle);
+    if (reg.sweep_ev != NULL)
+        event_free(reg.sweep_ev);
+    reg.sweep_ev = NULL;
 }
 
 struct chan *registry_by_name(const char *name, size_t len)
@@ -142,6 +223,10 @@ void registry_delete(struct chan *ch)
     map_del(&reg.by_handle, ch->handle);
     reg.n--;
     ch->deleted = 1;
+    if (ch->on_closed_list) {
+        TAILQ_REMOVE(&reg.closed, ch, closed_link);
+        ch->on_closed_list = 0;
+    }
     /* Waiters complete with ENOENT through their done callbacks (queued, not run here). */
     core_chan_destroy(&ch->core, ENOENT, registry_free_buffered, NULL);
     registry_unref(ch);

@@ -76,6 +76,7 @@ void req_free(struct req *r)
         TAILQ_REMOVE(&done_q, r, qlink);
         r->completed = 0;
     }
+    mem_leave(r);
     if (r->timer_on) {
         event_del(&r->timer);
         r->timer_on = 0;
@@ -116,8 +117,10 @@ int req_park(struct req *r)
 {
     struct conn *c = r->conn;
 
+    if (c->reqs.n >= broker.opt.max_pending)
+        return EBUSY;
     if (map_put(&c->reqs, r->id, r, NULL) < 0)
-        return -1;
+        return ENOMEM;
     TAILQ_INSERT_TAIL(&c->reqlist, r, clink);
     r->parked = 1;
     return 0;
@@ -152,8 +155,12 @@ void req_done(struct core_waiter *w)
 
     DAEMON_ASSERT(!r->completed);
     /* Bookkeeping only: who owns the message now. No core call here. */
-    if (r->kind == REQ_SEND)
+    if (r->kind == REQ_SEND) {
         r->msgs[r->next] = w->status == 0 ? NULL : msg_of(w->msg);
+        /* Now, not at the reply: the connection may die before that. */
+        if (w->status == 0 && r->seq != 0 && r->conn->sess != NULL)
+            session_complete(r->conn->sess, r->seq + r->next);
+    }
     else if (r->kind == REQ_SELECT && w->op == CORE_SEND)
         r->taken = w->status == 0;
     /* The deadline is over: the operation ended, or a SEND_MANY goes on without waiting. */
@@ -193,6 +200,12 @@ int req_withdraw(struct req *r, int err)
     /* Completed first: the completion is the answer, the deadline or cancel came too late. */
     if (r->completed)
         return 0;
+    if (r->memwait) {
+        /* Still outside the core: nothing happened. */
+        mem_leave(r);
+        op_withdrawn(r, err);
+        return 1;
+    }
     if (r->kind == REQ_SELECT) {
         /* A select with no live case (none, or all nil) only ever ends here. */
         if (!req_select_live(r) || core_cancel(&r->cases[0], err) == 0) {
@@ -224,6 +237,8 @@ struct req *req_find(struct conn *c, uint64_t id)
  */
 static void req_abandon(struct req *r)
 {
+    if (r->memwait)
+        return;
     if (r->kind == REQ_SELECT) {
         if (r->sel.fired >= 0 && r->cases[r->sel.fired].state == CORE_W_INFLIGHT)
             r->taken = 1;
@@ -231,8 +246,16 @@ static void req_abandon(struct req *r)
             core_abandon(&r->cases[0]);
         return;
     }
-    if (r->kind == REQ_SEND && r->w.state == CORE_W_INFLIGHT)
+    if (r->kind == REQ_SEND && r->w.state == CORE_W_INFLIGHT) {
         r->msgs[r->next] = NULL;
+        /*
+         * Completed as far as a resend is concerned: whatever the receiver
+         * does, the message stays in the channel (ack: delivered; nack:
+         * back at the head of the buffer).
+         */
+        if (r->seq != 0 && r->conn->sess != NULL)
+            session_complete(r->conn->sess, r->seq + r->next);
+    }
     core_abandon(&r->w);
 }
 
