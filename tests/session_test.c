@@ -353,6 +353,35 @@ START_TEST(test_send_many_whose_reply_was_lost_is_delivered_once)
 }
 END_TEST
 
+/*
+ * Unbuffered: a leased receiver holds the message when the sender's
+ * connection breaks, then acks it. The message was delivered, so the
+ * sender's repeat must be recognised as done: 0, and no second copy.
+ */
+START_TEST(test_unbuffered_send_acked_while_its_sender_was_away_is_done)
+{
+    chan_t *ch = open_ok(pcl, "rdv", 0);
+    chan_t *watch = open_ok(dcl, "rdv", -1);
+    struct op o = {.call = CALL_SEND, .ch = ch, .deadline = chan_now() + 3 * SOON};
+    chan_msg_t m;
+    int cr;
+
+    cr = chan_go(op_run, &o);
+    ck_assert_int_eq(chan_recv_lease(watch, &m, 60000, chan_now() + SOON), 1);
+    ck_assert_str_eq(m.data, "once");
+    relay_kill();
+    ck_assert_int_eq(chan_ack(&m), 0);
+    chan_msg_free(&m);
+    relay_start();
+    ck_assert_int_eq(chan_join(cr, chan_now() + 2 * SOON), 0);
+    ck_assert_msg(o.rc == 0, "send: %d, %s", o.rc, strerror(o.err));
+    ck_assert_int_eq(chan_recv(watch, &m, chan_now() + 300), -1);
+    ck_assert_int_eq(errno, ETIMEDOUT);
+    chan_free(watch);
+    chan_free(ch);
+}
+END_TEST
+
 /* A send still waiting when the connection broke was withdrawn: it goes again, once. */
 START_TEST(test_blocked_send_goes_again_after_the_reconnect)
 {
@@ -586,6 +615,7 @@ static Suite *session_suite(void)
     tcase_add_test(tc, test_send_whose_reply_was_lost_is_delivered_once);
     tcase_add_test(tc, test_send_many_whose_reply_was_lost_is_delivered_once);
     tcase_add_test(tc, test_blocked_send_goes_again_after_the_reconnect);
+    tcase_add_test(tc, test_unbuffered_send_acked_while_its_sender_was_away_is_done);
     tcase_add_test(tc, test_send_in_flight_across_a_broker_restart_is_econnreset);
     tcase_add_test(tc, test_handle_kept_across_a_reconnect_sees_a_recreated_channel_as_stale);
     tcase_add_test(tc, test_close_whose_reply_was_lost_reports_success);
