@@ -84,8 +84,8 @@ static void dispatch_hello(struct conn *c, Chanwire__ClientFrame *f)
     }
     dispatch_clean(c->name, sizeof c->name, h->client_name);
     if (broker.opt.token != NULL && !dispatch_token_ok(h->token)) {
-        log_msg(LL_WARN, "conn %" PRIu64 " (%s): HELLO from '%s' %s the auth token; closing",
-                c->serial, c->peer, c->name, h->token[0] ? "with a wrong" : "without");
+        log_msg(LL_WARN, "conn %" PRIu64 " (%s): HELLO from '%s' %s auth token; closing",
+                c->serial, c->peer, c->name, h->token[0] ? "with a wrong" : "without an");
         conn_status(c, f->id, CHANWIRE__STATUS__STATUS_UNAUTHORIZED,
                     h->token[0] ? "wrong auth token" : "this broker requires an auth token");
         conn_close_flush(c);

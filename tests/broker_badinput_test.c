@@ -120,6 +120,28 @@ static void bad_unknown_request(struct tc_conn *c)
     write_raw_frame(c, b, n);
 }
 
+static void bad_header_over_limit(struct tc_conn *c)
+{
+    /* a PING whose data alone is WIRE_HDR_MAX bytes: a header no reply can echo */
+    static uint8_t data[WIRE_HDR_MAX];
+    Chanwire__ClientFrame f = CHANWIRE__CLIENT_FRAME__INIT;
+    Chanwire__Ping p = CHANWIRE__PING__INIT;
+    uint8_t *buf;
+    size_t n;
+
+    p.data.data = data;
+    p.data.len = sizeof data;
+    f.id = tc_next_id(c);
+    f.body_case = CHANWIRE__CLIENT_FRAME__BODY_PING;
+    f.ping = &p;
+    n = protobuf_c_message_get_packed_size(&f.base);
+    buf = malloc(n);
+    ck_assert_ptr_nonnull(buf);
+    protobuf_c_message_pack(&f.base, buf);
+    write_raw_frame(c, buf, n);
+    free(buf);
+}
+
 static void bad_request_before_hello(struct tc_conn *c)
 {
     write_open_named(c, "early", 5);
@@ -186,6 +208,7 @@ static const struct bad_input {
     {"undecodable bytes, then 64 KiB more", 1, bad_then_more_bytes},
     {"frame with no request", 1, bad_no_request},
     {"unknown request", 1, bad_unknown_request},
+    {"header over WIRE_HDR_MAX", 1, bad_header_over_limit},
     {"request before HELLO", 0, bad_request_before_hello},
     {"second HELLO", 1, bad_second_hello},
     {"channel name with a space", 1, bad_name_space},

@@ -790,3 +790,121 @@ void tc_wait_stat(struct tc_conn *c, const char *name, enum tc_field field, uint
         tc_pause_ms(2);
     }
 }
+
+/* ---- sessions, seqs, leases, auth ------------------------------------ */
+
+uint64_t tc_hello_as_start(struct tc_conn *c, const uint8_t session[16], const char *token)
+{
+    Chanwire__ClientFrame f = CHANWIRE__CLIENT_FRAME__INIT;
+    Chanwire__Hello h = CHANWIRE__HELLO__INIT;
+
+    h.version = WIRE_VERSION;
+    h.session.data = (uint8_t *)session;
+    h.session.len = 16;
+    h.token = (char *)(token != NULL ? token : "");
+    h.client_name = "broker-test";
+    f.body_case = CHANWIRE__CLIENT_FRAME__BODY_HELLO;
+    f.hello = &h;
+    return tc_request_start(c, &f, NULL, 0);
+}
+
+int tc_hello_as(struct tc_conn *c, const uint8_t session[16], const char *token, int *resumed)
+{
+    struct tc_reply r;
+    int st = tc_must_wait(c, tc_hello_as_start(c, session, token), &r);
+
+    if (st == ST(OK)) {
+        ck_assert_msg(r.f->body_case == CHANWIRE__SERVER_FRAME__BODY_HELLO, "HELLO reply without HelloReply");
+        ck_assert_msg(r.f->hello->instance.len == 16, "HELLO reply without a 16-byte instance");
+        if (resumed != NULL)
+            *resumed = r.f->hello->resumed;
+    }
+    tc_reply_free(&r);
+    return st;
+}
+
+uint64_t tc_send_seq_start(struct tc_conn *c, uint64_t chan, const struct wire_payload *pl, size_t n,
+                           int64_t timeout_ms, uint64_t seq)
+{
+    Chanwire__ClientFrame f = CHANWIRE__CLIENT_FRAME__INIT;
+    Chanwire__Send s = CHANWIRE__SEND__INIT;
+
+    s.chan = chan;
+    s.timeout_ms = timeout_ms;
+    s.seq = seq;
+    f.body_case = CHANWIRE__CLIENT_FRAME__BODY_SEND;
+    f.send = &s;
+    return tc_request_start(c, &f, pl, n);
+}
+
+int tc_send_seq(struct tc_conn *c, uint64_t chan, const struct wire_payload *pl, size_t n, uint64_t seq,
+                uint32_t *count)
+{
+    struct tc_reply r;
+    int st = tc_must_wait(c, tc_send_seq_start(c, chan, pl, n, -1, seq), &r);
+
+    if (st == ST(OK) && count != NULL) {
+        ck_assert_msg(r.f->body_case == CHANWIRE__SERVER_FRAME__BODY_SEND, "SEND reply without SendReply");
+        *count = r.f->send->count;
+    }
+    tc_reply_free(&r);
+    return st;
+}
+
+uint64_t tc_recv_lease_start(struct tc_conn *c, uint64_t chan, int64_t timeout_ms, int64_t lease_ms)
+{
+    Chanwire__ClientFrame f = CHANWIRE__CLIENT_FRAME__INIT;
+    Chanwire__Recv rv = CHANWIRE__RECV__INIT;
+
+    rv.chan = chan;
+    rv.timeout_ms = timeout_ms;
+    rv.lease_ms = lease_ms;
+    f.body_case = CHANWIRE__CLIENT_FRAME__BODY_RECV;
+    f.recv = &rv;
+    return tc_request_start(c, &f, NULL, 0);
+}
+
+int tc_recv_lease(struct tc_conn *c, uint64_t chan, int64_t timeout_ms, int64_t lease_ms, struct tc_msg *m)
+{
+    struct tc_reply r;
+    uint64_t id = tc_recv_lease_start(c, chan, timeout_ms, lease_ms);
+    int rc = tc_wait(c, id, TC_REPLY_MS + (timeout_ms > 0 ? (int)timeout_ms : 0), &r);
+    int st;
+
+    memset(m, 0, sizeof *m);
+    ck_assert_msg(rc == 1, "leased RECV %llu: %s", (unsigned long long)id, rc == 0 ? "no reply" : "connection ended");
+    st = r.f->status;
+    if (st == ST(OK))
+        tc_reply_msg(&r, m);
+    tc_reply_free(&r);
+    return st;
+}
+
+int tc_nack(struct tc_conn *c, uint64_t tag)
+{
+    Chanwire__ClientFrame f = CHANWIRE__CLIENT_FRAME__INIT;
+    Chanwire__Tags t = CHANWIRE__TAGS__INIT;
+
+    t.n_tags = 1;
+    t.tags = &tag;
+    f.body_case = CHANWIRE__CLIENT_FRAME__BODY_NACK;
+    f.nack = &t;
+    return tc_status_of(c, tc_request_start(c, &f, NULL, 0));
+}
+
+uint64_t tc_ping_start(struct tc_conn *c, const void *data, size_t len)
+{
+    Chanwire__ClientFrame f = CHANWIRE__CLIENT_FRAME__INIT;
+    Chanwire__Ping p = CHANWIRE__PING__INIT;
+
+    p.data.data = (uint8_t *)data;
+    p.data.len = len;
+    f.body_case = CHANWIRE__CLIENT_FRAME__BODY_PING;
+    f.ping = &p;
+    return tc_request_start(c, &f, NULL, 0);
+}
+
+int tc_ping(struct tc_conn *c)
+{
+    return tc_status_of(c, tc_ping_start(c, "ping", 4));
+}

@@ -153,6 +153,28 @@ uint64_t tc_cancel_start(struct tc_conn *c, uint64_t target);
 uint64_t tc_select_start(struct tc_conn *c, const uint64_t *chans, const int *is_send, size_t n,
                          const struct wire_payload *pl, size_t nsend, int64_t timeout_ms);
 
+/* ---- sessions, seqs, leases, auth ------------------------------------ */
+
+/* HELLO with this session UUID and auth token (NULL: none). */
+uint64_t tc_hello_as_start(struct tc_conn *c, const uint8_t session[16], const char *token);
+/* The same, waited for; *resumed (if not NULL) is HelloReply.resumed when OK. */
+int tc_hello_as(struct tc_conn *c, const uint8_t session[16], const char *token, int *resumed);
+/* SEND (SEND_MANY when n > 1) of pl[0..n) under seqs seq..seq+n-1. */
+uint64_t tc_send_seq_start(struct tc_conn *c, uint64_t chan, const struct wire_payload *pl, size_t n,
+                           int64_t timeout_ms, uint64_t seq);
+/* The same without a deadline, waited for; *count (if not NULL) is SendReply.count when OK. */
+int tc_send_seq(struct tc_conn *c, uint64_t chan, const struct wire_payload *pl, size_t n, uint64_t seq,
+                uint32_t *count);
+/* RECV leased for lease_ms. */
+uint64_t tc_recv_lease_start(struct tc_conn *c, uint64_t chan, int64_t timeout_ms, int64_t lease_ms);
+/* The same, waited for: one message into *m (zeroed unless the status is OK). */
+int tc_recv_lease(struct tc_conn *c, uint64_t chan, int64_t timeout_ms, int64_t lease_ms, struct tc_msg *m);
+int tc_nack(struct tc_conn *c, uint64_t tag);
+/* PING carrying data[0..len). */
+uint64_t tc_ping_start(struct tc_conn *c, const void *data, size_t len);
+/* A PING round trip; its status. */
+int tc_ping(struct tc_conn *c);
+
 /* The counters of STAT that tests wait on. */
 struct tc_stat {
     int64_t cap;
