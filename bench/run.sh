@@ -89,8 +89,8 @@ rm -f "$OUT"/lat-*.dat
 cnt() { awk -v v="$1" -v s="$SCALE" -v lo="${2:-1}" 'BEGIN { x = int(v * s); print (x < lo ? lo : x) }'; }
 
 N_QUEUE=$(cnt 1000000 1000)        # workloads 1 and 2, batched
-N_ONE=$(cnt 50000 1000)            # one op per call: latency-bound, ~5 s per 50,000
-N_SLOW=$(cnt 50000 1000)           # beanstalkd batched: it does ~20,000 msgs/s
+N_ONE=$(cnt 20000 1000)            # one op per call: latency-bound, 2-5 s per 20,000
+N_SLOW=$(cnt 30000 1000)           # beanstalkd batched: it does ~20,000 msgs/s
 N_RTT=$(cnt 20000 100)
 N_WARM=$(cnt 2000 10)
 N_64K=$(cnt 3000 50)
