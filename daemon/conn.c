@@ -60,6 +60,7 @@ static void conn_drained_cb(struct bufferevent *bev, void *arg)
 static void conn_flush(struct conn *c)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t left;
     int rc;
 
     if (evbuffer_get_length(out) == 0)
@@ -73,10 +74,15 @@ static void conn_flush(struct conn *c)
         bufferevent_enable(c->bev, EV_WRITE);
         return;
     }
-    if (evbuffer_get_length(out) > broker.max_output) {
-        /* Only what the socket refused counts: this client is not reading. */
+    left = evbuffer_get_length(out);
+    if (left > broker.max_output && (rc <= 0 || left / 2 > broker.max_output)) {
+        /*
+         * Only what the socket refused counts, and only when it took
+         * nothing now (or the backlog is twice the bound): a burst of
+         * replies to a client that reads is not a client that stopped.
+         */
         log_msg(LL_WARN, "conn %" PRIu64 " (%s): %zu reply bytes the client does not read "
-                "(over --max-output); dropping it", c->serial, c->peer, evbuffer_get_length(out));
+                "(over --max-output); dropping it", c->serial, c->peer, left);
         conn_kill(c);
         return;
     }
@@ -360,6 +366,8 @@ static void conn_detach(struct conn *c)
 {
     if (c->state >= CONN_CLOSING)
         return;
+    /* Freeing its requests that wait for memory must not turn reading back on. */
+    c->read_paused = 0;
     req_detach_all(c);
     delivery_nack_all(&c->dl);
     /* After the requests: an abandoned in-flight send still writes its seq down. */

@@ -36,6 +36,7 @@ struct session {
     uint32_t head;                   /* slot of the oldest */
     uint64_t seen_hi;                /* highest seq any SEND of the session carried */
     int64_t idle_since_ms;           /* detached: when its last connection went (monotonic) */
+    int taking_over;                 /* session_attach is closing its old connection: keep it */
     TAILQ_ENTRY(session) ilink;      /* the idle list, while detached */
 };
 
@@ -185,8 +186,10 @@ int session_attach(struct conn *c, const unsigned char id[16], int *resumed)
     if (s->conn != NULL) {
         log_msg(LL_INFO, "conn %" PRIu64 ": session taken over by conn %" PRIu64 "; closing",
                 s->conn->serial, c->serial);
-        /* Its detach records what it completed and leaves s detached. */
+        /* Its detach records what it completed and leaves s detached (but kept). */
+        s->taking_over = 1;
         conn_close_flush(s->conn);
+        s->taking_over = 0;
         DAEMON_ASSERT(s->conn == NULL);
     }
     TAILQ_REMOVE(&ses.idle, s, ilink);
@@ -211,9 +214,12 @@ void session_detach(struct conn *c)
     s->idle_since_ms = session_now_ms();
     TAILQ_INSERT_TAIL(&ses.idle, s, ilink);
     ses.nidle++;
-    if (broker.opt.session_ttl == 0 || ses.nidle > keep) {
-        session_free(TAILQ_FIRST(&ses.idle));
-        return;
+    if ((broker.opt.session_ttl == 0 && !s->taking_over) || ses.nidle > keep) {
+        struct session *old = TAILQ_FIRST(&ses.idle);
+        if (!old->taking_over) {
+            session_free(old);
+            return;
+        }
     }
     if (TAILQ_FIRST(&ses.idle) == s)
         session_expire_arm();
