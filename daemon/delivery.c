@@ -14,6 +14,8 @@
 
 #include "daemon.h"
 
+#define LEASE_MAX_MS ((int64_t)315360000 * 1000)
+
 /* A leased delivery's timer. Owned by its table's leases map until settled or expired. */
 struct lease {
     struct event ev;                 /* fires lease_ms after the delivery */
@@ -66,7 +68,13 @@ uint64_t delivery_add(struct delivery_table *t, struct chan *ch, struct msg *m, 
     struct lease *l = NULL;
 
     if (lease_ms > 0) {
-        struct timeval tv = {(time_t)(lease_ms / 1000), (suseconds_t)(lease_ms % 1000) * 1000};
+        struct timeval tv;
+
+        /* Ten years is for ever, and keeps the timer's arithmetic from overflowing. */
+        if (lease_ms > LEASE_MAX_MS)
+            lease_ms = LEASE_MAX_MS;
+        tv.tv_sec = (time_t)(lease_ms / 1000);
+        tv.tv_usec = (suseconds_t)(lease_ms % 1000) * 1000;
 
         l = malloc(sizeof *l);
         if (l == NULL || map_put(&t->leases, tag, l, NULL) < 0) {
@@ -76,7 +84,12 @@ uint64_t delivery_add(struct delivery_table *t, struct chan *ch, struct msg *m, 
         l->t = t;
         l->tag = tag;
         evtimer_assign(&l->ev, broker.base, delivery_lease_cb, l);
-        evtimer_add(&l->ev, &tv);
+        if (evtimer_add(&l->ev, &tv) < 0) {
+            /* The timer heap could not grow: a lease that never ends is worse than none given. */
+            map_del(&t->leases, tag);
+            free(l);
+            return 0;
+        }
     }
     if (map_put(&t->map, tag, m, ch) < 0) {
         if (l != NULL)
