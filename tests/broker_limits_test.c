@@ -111,6 +111,7 @@ START_TEST(test_acked_lease_and_plain_delivery_are_not_redelivered)
     TC_ASSERT_STATUS(tc_send_str(a, ch, "plain"), ST(OK));
     TC_ASSERT_STATUS(tc_recv_lease(a, ch, 0, 150, &m), ST(OK));
     TC_ASSERT_STATUS(tc_ack(a, m.tag), ST(OK));
+    tc_msg_free(&m);
     /* a plain delivery keeps no timer: it stays unacked as long as its connection lives */
     TC_ASSERT_STATUS(tc_recv(a, ch, 0, &plain), ST(OK));
     /* three lease lengths: a timer that should not exist would have fired */
