@@ -245,6 +245,43 @@ START_TEST(test_send_many_resent_after_a_partial_send_sends_only_the_rest)
 }
 END_TEST
 
+START_TEST(test_unbuffered_send_held_by_a_receiver_when_its_sender_dropped_is_not_resent)
+{
+    struct wire_payload one = payload_of("rendezvous");
+    struct tc_conn *c, *rx;
+    struct tc_msg m;
+    uint64_t ch, rch;
+    uint32_t count;
+    int resumed;
+
+    tc_server_start(&srv, NULL);
+    rx = tc_connect_hello(srv.port);
+    TC_ASSERT_STATUS(tc_open(rx, "rv", 0, &rch), ST(OK));
+    c = tc_connect(srv.port);
+    TC_ASSERT_STATUS(tc_hello_as(c, session_a, NULL, &resumed), ST(OK));
+    TC_ASSERT_STATUS(tc_open(c, "rv", 0, &ch), ST(OK));
+    tc_send_seq_start(c, ch, &one, 1, -1, 7);
+    /* the receiver holds it unacked, so the send is in flight when its connection goes */
+    TC_ASSERT_STATUS(tc_recv(rx, rch, 2000, &m), ST(OK));
+    tc_conn_free(c);
+
+    c = tc_connect(srv.port);
+    TC_ASSERT_STATUS(tc_hello_as(c, session_a, NULL, &resumed), ST(OK));
+    ck_assert_int_eq(resumed, 1);
+    TC_ASSERT_STATUS(tc_send_seq(c, ch, &one, 1, 7, &count), ST(OK));
+    ck_assert_uint_eq(count, 1);
+    /* whatever the receiver does now, the message is delivered once */
+    TC_ASSERT_STATUS(tc_nack(rx, m.tag), ST(OK));
+    tc_msg_free(&m);
+    ck_assert_uint_eq(recv_expect(rx, rch, "rendezvous"), 2);
+    TC_ASSERT_STATUS(tc_recv(rx, rch, 300, &m), ST(TIMEDOUT));
+
+    tc_conn_free(c);
+    tc_conn_free(rx);
+    stop_server();
+}
+END_TEST
+
 START_TEST(test_newer_connection_of_a_session_takes_over_and_the_older_is_closed)
 {
     struct tc_conn *old, *fresh;
@@ -721,6 +758,7 @@ static Suite *limits_suite(void)
     tcase_set_timeout(tc, 20);
     tcase_add_test(tc, test_resent_send_with_the_same_session_and_seq_is_delivered_once);
     tcase_add_test(tc, test_send_many_resent_after_a_partial_send_sends_only_the_rest);
+    tcase_add_test(tc, test_unbuffered_send_held_by_a_receiver_when_its_sender_dropped_is_not_resent);
     tcase_add_test(tc, test_newer_connection_of_a_session_takes_over_and_the_older_is_closed);
     tcase_add_test(tc, test_session_is_forgotten_after_its_ttl);
     suite_add_tcase(s, tc);
