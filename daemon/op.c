@@ -402,7 +402,17 @@ static void op_reply_select(struct conn *c, uint64_t id, struct core_waiter *cas
 static void op_select_go(struct req *r)
 {
     struct conn *c = r->conn;
-    int rc = core_select(&r->sel, r->cases, r->ncases, r->timeout_ms != 0);
+    int rc;
+
+    /* After a wait for memory, a channel may have been deleted meanwhile, as for a parked select. */
+    for (int i = 0; i < r->ncases; i++) {
+        if (r->cases[i].ch != NULL && CONTAINER_OF(r->cases[i].ch, struct chan, core)->deleted) {
+            op_error(c, r->id, ENOENT);
+            req_free(r);
+            return;
+        }
+    }
+    rc = core_select(&r->sel, r->cases, r->ncases, r->timeout_ms != 0);
 
     if (rc >= 0) {
         r->taken = r->cases[rc].op == CORE_SEND && r->cases[rc].status == 0;

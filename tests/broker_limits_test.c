@@ -399,6 +399,41 @@ START_TEST(test_send_waiting_for_memory_is_withdrawn_with_its_connection)
 }
 END_TEST
 
+START_TEST(test_select_waiting_for_memory_on_a_deleted_channel_answers_noent)
+{
+    static char blob[3000];
+    struct wire_payload pl = {.data = blob, .len = sizeof blob};
+    struct tc_conn *p;
+    struct tc_reply r;
+    struct tc_msg m;
+    uint64_t a, b, id, chans[2];
+    int is_send[2] = {1, 0};
+
+    memset(blob, 'd', sizeof blob);
+    tc_server_start(&srv, "--max-memory", "4000", NULL);
+    p = tc_connect_hello(srv.port);
+    TC_ASSERT_STATUS(tc_open(p, "a", 4, &a), ST(OK));
+    TC_ASSERT_STATUS(tc_open(p, "b", 4, &b), ST(OK));
+    TC_ASSERT_STATUS(tc_send(p, a, blob, sizeof blob, -1), ST(OK));
+    chans[0] = b;
+    chans[1] = b;
+    id = tc_select_start(p, chans, is_send, 2, &pl, 1, SOON);
+    /* queued behind it, one that may not wait gives up at once */
+    TC_ASSERT_STATUS(tc_must_wait(p, tc_select_start(p, chans, is_send, 2, &pl, 1, 0), &r), ST(AGAIN));
+    tc_reply_free(&r);
+    TC_ASSERT_STATUS(tc_delete(p, "b"), ST(OK));
+    TC_ASSERT_STATUS(tc_recv(p, a, 0, &m), ST(OK));
+    TC_ASSERT_STATUS(tc_ack(p, m.tag), ST(OK));
+    tc_msg_free(&m);
+    TC_ASSERT_STATUS(tc_must_wait(p, id, &r), ST(NOENT));
+    tc_reply_free(&r);
+    TC_ASSERT_STATUS(tc_ping(p), ST(OK));
+
+    tc_conn_free(p);
+    stop_server();
+}
+END_TEST
+
 /* ---- --max-channels, --max-pending -------------------------------------- */
 
 START_TEST(test_max_channels_refuses_creating_one_more)
@@ -767,6 +802,7 @@ static Suite *limits_suite(void)
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_send_over_max_memory_waits_until_a_receiver_frees_memory);
     tcase_add_test(tc, test_send_waiting_for_memory_is_withdrawn_with_its_connection);
+    tcase_add_test(tc, test_select_waiting_for_memory_on_a_deleted_channel_answers_noent);
     tcase_add_test(tc, test_max_channels_refuses_creating_one_more);
     tcase_add_test(tc, test_max_pending_answers_busy_to_one_blocked_request_too_many);
     tcase_add_test(tc, test_consumer_that_stops_reading_is_dropped_and_its_messages_go_to_the_next);
