@@ -207,8 +207,9 @@ static int main_listen(void)
             return 1;
         }
     }
-    log_msg(LL_INFO, "chand %s listening on %s (max-msg %zu, max-conns %zu)", PACKAGE_VERSION,
-            where, broker.opt.max_msg, broker.opt.max_conns);
+    log_msg(LL_INFO, "chand %s listening on %s (max-msg %zu, max-conns %zu, max-memory %" PRIu64
+            ", %s)", PACKAGE_VERSION, where, broker.opt.max_msg, broker.opt.max_conns,
+            broker.opt.max_memory, broker.opt.token ? "token required" : "no token");
     return 0;
 }
 
