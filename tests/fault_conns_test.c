@@ -23,7 +23,9 @@
 #include "chan.h"
 #include "testclient.h"
 
+#ifndef NCONNS
 #define NCONNS 10000
+#endif
 #define NWORKERS 4
 #define PER_WORKER (NCONNS / NWORKERS)
 #define MSG_BYTES 64

@@ -256,6 +256,8 @@ static void fuzz_hello(Chanwire__ClientFrame *f, Chanwire__Hello *h, uint64_t id
         h->session.data = session;
         h->session.len = sizeof session;
     }
+    if (broker.opt.token != NULL)
+        h->token = FUZZ_TOKEN;
     h->client_name = "fuzz";
     f->id = id;
     f->body_case = CHANWIRE__CLIENT_FRAME__BODY_HELLO;
@@ -346,8 +348,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     options_defaults(&opt);
     opt.log_level = LL_ERROR;
-    if (mode & FUZZ_SMALL)
-        opt.max_msg = FUZZ_SMALL_MSG;
+    if (mode & FUZZ_TIGHT) {
+        opt.max_msg = FUZZ_TIGHT_MSG;
+        opt.max_memory = FUZZ_TIGHT_MEMORY;
+        opt.max_channels = FUZZ_TIGHT_CHANNELS;
+        opt.max_pending = FUZZ_TIGHT_PENDING;
+        opt.max_output = FUZZ_TIGHT_OUTPUT;
+    }
+    if ((mode & (FUZZ_DRIBBLE | FUZZ_AUTH)) == FUZZ_AUTH) {
+        opt.token = FUZZ_TOKEN;
+        opt.token_len = strlen(FUZZ_TOKEN);
+    }
     if (broker_start(base, &opt) < 0)
         fuzz_die("broker_start failed");
 

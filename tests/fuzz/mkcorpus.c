@@ -31,7 +31,7 @@ static void corpus_die(const char *what)
 
 static void corpus_frame(Chanwire__ClientFrame *f, const char *const *payloads, size_t n)
 {
-    struct wire_payload pl[8];
+    struct wire_payload pl[8] = {{0}};
 
     if (n > sizeof pl / sizeof pl[0])
         n = sizeof pl / sizeof pl[0];
@@ -69,7 +69,7 @@ static Chanwire__ClientFrame corpus_req(int body)
     return f;
 }
 
-static void put_hello(void)
+static void put_hello(const char *token)
 {
     static uint8_t session[16] = {'s', 'e', 'e', 'd'};
     Chanwire__ClientFrame f = corpus_req(CHANWIRE__CLIENT_FRAME__BODY_HELLO);
@@ -78,6 +78,8 @@ static void put_hello(void)
     h.version = WIRE_VERSION;
     h.session.data = session;
     h.session.len = sizeof session;
+    if (token != NULL)
+        h.token = (char *)token;
     h.client_name = "seed";
     f.hello = &h;
     corpus_frame(&f, NULL, 0);
@@ -240,9 +242,9 @@ int main(int argc, char **argv)
         corpus_die("evbuffer_new");
     next_id = 1;
 
-    put_hello();
+    put_hello(NULL);
     corpus_file("hello", 0);
-    put_hello();
+    put_hello(NULL);
     put_ping("twice");
     corpus_file("hello-twice", FUZZ_HELLO);
     put_ping("early");
@@ -262,7 +264,7 @@ int main(int argc, char **argv)
     put_send(CHAN_B, 0, 7, three, 3);
     corpus_file("send-many-seq", ready);
     put_send(CHAN_B, 0, 0, bigmsg, 1);
-    corpus_file("send-oversize", ready | FUZZ_SMALL);
+    corpus_file("send-oversize", ready | FUZZ_TIGHT);
 
     put_recv(CHAN_B, 0, 0, 0);
     put_tags(CHANWIRE__CLIENT_FRAME__BODY_ACK, t1, 1);
@@ -312,6 +314,32 @@ int main(int argc, char **argv)
     corpus_file("stat-list", ready);
     put_ping("hi");
     corpus_file("ping", FUZZ_HELLO);
+
+    /* A broker that wants a token: given, then missing. */
+    put_hello(FUZZ_TOKEN);
+    put_ping("in");
+    corpus_file("auth", FUZZ_AUTH | FUZZ_CHANNELS);
+    put_hello(NULL);
+    put_ping("out");
+    corpus_file("auth-missing", FUZZ_AUTH);
+
+    /* Tight limits: channels, memory, blocked requests per connection. */
+    put_open("t1", 1);
+    put_open("t2", 1);
+    put_open("t3", 1);
+    put_send(CHAN_B, 0, 0, bigmsg, 1);
+    put_send(CHAN_B, 0, 0, three, 3);
+    put_send(CHAN_B, 50, 0, three, 3);
+    for (int i = 0; i < 6; i++)
+        put_recv(CHAN_A, -1, 0, 0);
+    put_stat(CHANWIRE__CLIENT_FRAME__BODY_LIST, "");
+    corpus_file("tight", ready | FUZZ_TIGHT);
+
+    /* A session's sequence numbers: the repeat is dropped. */
+    put_send(CHAN_B, 0, 41, one, 1);
+    put_send(CHAN_B, 0, 41, one, 1);
+    put_send(CHAN_B, 0, 40, three, 3);
+    corpus_file("session-seq", ready);
 
     /* A rendezvous on the unbuffered channel, within one connection, leased. */
     put_open("p", 0);
