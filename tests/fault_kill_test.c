@@ -4,7 +4,9 @@
  * them with leased receives, work, and ack; the test kills a random
  * consumer with SIGKILL again and again while that goes on, starting a new
  * one each time. At the end every job must have been acked exactly once,
- * with its bytes intact.
+ * with its bytes intact. A few consumers are frozen with SIGSTOP instead,
+ * past their lease, and thawed: their jobs must go to others meanwhile and
+ * their late acks must be refused.
  *
  * Consumers write what they do to a file of their own, one fixed-size
  * record per write(2): P (holding delivery d of job i) before the ack, A
@@ -54,6 +56,9 @@
 #define BATCH 16            /* send_many batch of the second producer */
 #define PHASE_MS 60000      /* bound on each phase: producing, draining */
 #define MIN_REDELIVERED 20  /* kills that hit a held job: far more are expected */
+#define NFREEZES 3          /* consumers stopped past their lease, then continued */
+#define FREEZE_EVERY (NKILLS / (NFREEZES + 1))  /* a freeze every this many kills */
+#define FREEZE_MS (LEASE_MS + 500)
 
 enum { REC_HOLD = 'P', REC_ACKED = 'A', REC_REFUSED = 'F' };
 
@@ -69,6 +74,8 @@ struct rec {
 struct consumer {
     pid_t pid;          /* 0 once reaped */
     int killed;         /* we SIGKILLed it */
+    int frozen;         /* SIGSTOPped, until thaw_at */
+    int64_t thaw_at;    /* tc_now_ms() to SIGCONT it */
     int status;         /* wait status once reaped */
     char path[128];     /* its record file */
 };
@@ -415,15 +422,19 @@ static void account_all(int kills_while_producing)
             t.redelivered++;
         sum += j->hash;
     }
-    printf("fault_kill: %d jobs, %d kills (%d while producing), %d consumer processes: "
+    printf("fault_kill: %d jobs, %d kills (%d while producing), %d freezes past the lease, "
+           "%d consumer processes: "
            "%ld deliveries held, %ld acked, %ld acks refused, %ld in doubt (%ld of them "
            "final), %ld jobs redelivered; checksum %016" PRIx64 "\n",
-           NJOBS, NKILLS, kills_while_producing, ncons, t.holds, t.acked, t.refused, t.doubt,
+           NJOBS, NKILLS, kills_while_producing, NFREEZES, ncons, t.holds, t.acked, t.refused, t.doubt,
            t.doubt_final, t.redelivered, sum);
     ck_assert_uint_eq(t.acked + t.doubt_final, NJOBS);
     ck_assert_msg(sum == want, "checksum %016" PRIx64 ", want %016" PRIx64, sum, want);
     ck_assert_int_le(t.doubt_final, (long)NKILLS * NCOROS);
     ck_assert_int_le(t.doubt, (long)NKILLS * NCOROS);
+    /* A frozen consumer held a job past its lease: the job went on, the late ack was refused. */
+    ck_assert_msg(t.refused >= 1, "no late ack was refused after %d freezes past the lease",
+                  NFREEZES);
     ck_assert_msg(t.redelivered >= MIN_REDELIVERED,
                   "only %ld jobs redelivered: the kills missed the consumers' held jobs",
                   t.redelivered);
@@ -432,6 +443,31 @@ static void account_all(int kills_while_producing)
 }
 
 /* ---- the test -------------------------------------------------------- */
+
+/* A random live consumer that is not frozen. */
+static int pick_consumer(void)
+{
+    int alive = 0, slot, n = 0;
+
+    for (int i = 0; i < ncons; i++)
+        alive += cons[i].pid > 0 && !cons[i].frozen;
+    ck_assert_int_gt(alive, 0);
+    slot = rand() % alive;
+    for (int i = 0; i < ncons; i++)
+        if (cons[i].pid > 0 && !cons[i].frozen && n++ == slot)
+            return i;
+    return -1;
+}
+
+static void thaw(int64_t now)
+{
+    for (int i = 0; i < ncons; i++) {
+        if (cons[i].frozen && now >= cons[i].thaw_at) {
+            ck_assert_int_eq(kill(cons[i].pid, SIGCONT), 0);
+            cons[i].frozen = 0;
+        }
+    }
+}
 
 static void setup(void)
 {
@@ -480,7 +516,7 @@ START_TEST(test_every_job_is_acked_once_across_a_hundred_consumer_kills)
         prod[i] = spawn_producer(i);
 
     for (int k = 0; k < NKILLS; k++) {
-        int slot, alive = 0, victim = -1;
+        int victim;
 
         pause_ms(KILL_GAP_MIN_MS + rand() % (KILL_GAP_MAX_MS - KILL_GAP_MIN_MS + 1));
         for (int i = 0; i < NPRODUCERS; i++) {
@@ -493,13 +529,14 @@ START_TEST(test_every_job_is_acked_once_across_a_hundred_consumer_kills)
             }
         }
         while_producing += running > 0;
-        slot = rand() % NCONSUMERS;
-        for (int i = 0; i < ncons; i++) {
-            if (cons[i].pid > 0 && !cons[i].killed && alive++ == slot) {
-                victim = i;
-                break;
-            }
+        thaw(tc_now_ms());
+        if (k > 0 && k % FREEZE_EVERY == 0 && k / FREEZE_EVERY <= NFREEZES) {
+            int f = pick_consumer();
+            ck_assert_int_eq(kill(cons[f].pid, SIGSTOP), 0);
+            cons[f].frozen = 1;
+            cons[f].thaw_at = tc_now_ms() + FREEZE_MS;
         }
+        victim = pick_consumer();
         ck_assert_int_ge(victim, 0);
         ck_assert_int_eq(kill(cons[victim].pid, SIGKILL), 0);
         ck_assert_int_eq(waitpid(cons[victim].pid, &cons[victim].status, 0), cons[victim].pid);
@@ -510,6 +547,12 @@ START_TEST(test_every_job_is_acked_once_across_a_hundred_consumer_kills)
         cons[victim].pid = 0;
         spawn_consumer();
     }
+
+    /* The last frozen consumers sleep out their leases, then carry on. */
+    for (int i = 0; i < ncons; i++)
+        if (cons[i].frozen)
+            pause_ms(cons[i].thaw_at - tc_now_ms() > 0 ? (long)(cons[i].thaw_at - tc_now_ms()) : 0);
+    thaw(tc_now_ms());
 
     deadline = tc_now_ms() + PHASE_MS;
     for (int i = 0; i < NPRODUCERS; i++) {
