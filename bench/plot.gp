@@ -30,7 +30,7 @@ set yrange [*:*]
 
 set output outdir."/latency.png"
 set style data lines
-set title "Round trip latency distribution, 64-byte messages"
+set title "Round trip latency distribution, 64-byte messages (last of the runs of each broker)"
 set xlabel "round trip (µs, log scale)"
 set ylabel "fraction of round trips at or below"
 set logscale x
