@@ -118,6 +118,8 @@ static void local_msg_give(chan_msg_t *msg, struct core_msg *m)
     msg->priv_flags = 0;
     msg->priv_tag = 0;
     msg->priv_owner = lm;
+    msg->priv_peer = NULL;
+    msg->priv_epoch = 0;
 }
 
 static void local_msg_clear(chan_msg_t *msg)

@@ -2,8 +2,10 @@
  * remote.c: channels hosted by chand. Each operation is one request on the
  * client's connection (conn.c); the broker runs the channel semantics and
  * enforces the deadlines, and this file turns replies into chan.h results,
- * says which requests are safe to repeat after a reconnect, and re-opens a
- * handle that a restarted broker no longer knows.
+ * splits batches into frames the broker accepts, settles leased messages,
+ * says which requests are safe to repeat after a reconnect (no side effect,
+ * or one the same broker recognises when repeated), and re-opens a handle
+ * that a restarted broker no longer knows.
  */
 #include <errno.h>
 #include <stdlib.h>
