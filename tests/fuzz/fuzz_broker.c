@@ -1,9 +1,10 @@
 /*
  * fuzz_broker.c: a libFuzzer target around a real broker in this process.
  * Each input's bytes reach the frame decoder and the request dispatcher of
- * a fresh broker through one end of a socketpair, the loop runs until
- * nothing moves, and a second, well-behaved client must still be served
- * afterwards. Every frame the broker writes back must decode.
+ * a fresh broker through one end of a socketpair (or two, one session
+ * resumed or taken over), the loop runs until nothing moves, and a second,
+ * well-behaved client must still be served afterwards. Every frame the
+ * broker writes back must decode, and nothing may outlive broker_stop.
  */
 #include <errno.h>
 #include <signal.h>
@@ -33,20 +34,26 @@ enum {
     ID_OPEN_A,
     ID_OPEN_B,
     ID_SEND_B,
-    ID_PING_BUSY,   /* while the fuzzed connection is still open */
-    ID_PING_AFTER,  /* once it is gone */
+    ID_PING_BUSY,   /* while the first fuzzed connection is still open */
+    ID_PING_SECOND, /* after the second part */
+    ID_PING_AFTER,  /* once every fuzzed connection is gone */
     ID_MAX
 };
 
+/* The client ends: the healthy client, then up to two fuzzed connections. */
+enum { P_HEALTHY, P_FUZZ1, P_FUZZ2, P_MAX };
+
 /* One client end of a socketpair whose other end the broker owns. */
 struct peer {
-    int fd;                /* ours; -1 once closed */
+    int fd;                /* ours; -1 when closed or never opened */
     struct evbuffer *in;   /* bytes from the broker not yet decoded, owned here */
     int eof;               /* the broker closed its end */
     int status[ID_MAX];    /* healthy client: reply status by id, -1 until it came */
 };
 
 static struct event_base *base;
+static struct peer peers[P_MAX];
+static int log_level;   /* enum log_level: LL_ERROR unless FUZZ_LOG says otherwise */
 
 _Noreturn static void fuzz_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -67,10 +74,16 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc, (void)argv;
     /* The broker writes to peers that may have closed, as chand does with SIGPIPE ignored. */
     signal(SIGPIPE, SIG_IGN);
-    log_set_level(LL_ERROR);
+    /* FUZZ_LOG=debug shows what the broker makes of a reproducer. */
+    log_level = getenv("FUZZ_LOG") != NULL ? log_level_parse(getenv("FUZZ_LOG")) : -1;
+    if (log_level < 0)
+        log_level = LL_ERROR;
+    log_set_level(log_level);
     base = event_base_new();
     if (base == NULL)
         fuzz_die("event_base_new failed");
+    for (int i = 0; i < P_MAX; i++)
+        peers[i].fd = -1;
     return 0;
 }
 
@@ -136,7 +149,7 @@ static int fuzz_unread(const struct peer *p)
 }
 
 /* Run the loop until nothing moves: no bytes in either direction, nothing active. */
-static void fuzz_settle(struct peer *ps, int n)
+static void fuzz_settle(void)
 {
     int quiet = 0, last_unread = -1;
 
@@ -145,9 +158,9 @@ static void fuzz_settle(struct peer *ps, int n)
         int unread = 0;
 
         event_base_loop(base, EVLOOP_NONBLOCK);
-        for (int i = 0; i < n; i++) {
-            got += fuzz_pump(&ps[i]);
-            unread += fuzz_unread(&ps[i]);
+        for (int i = 0; i < P_MAX; i++) {
+            got += fuzz_pump(&peers[i]);
+            unread += fuzz_unread(&peers[i]);
         }
         if (got == 0 && unread == last_unread &&
             event_base_get_num_events(base, EVENT_BASE_COUNT_ACTIVE) == 0) {
@@ -159,6 +172,16 @@ static void fuzz_settle(struct peer *ps, int n)
         last_unread = unread;
     }
     fuzz_die("the broker was still busy after %d loop iterations", FUZZ_MAX_TURNS);
+}
+
+/* Let FUZZ_WAIT_MS of real time pass in the loop (timers fire), then settle. */
+static void fuzz_wait(void)
+{
+    struct timeval tv = {0, FUZZ_WAIT_MS * 1000};
+
+    event_base_loopexit(base, &tv);
+    event_base_loop(base, 0);
+    fuzz_settle();
 }
 
 static int fuzz_drain_payload(void *arg, size_t index, struct evbuffer *src, size_t len)
@@ -200,88 +223,84 @@ static void fuzz_take_all(struct peer *p, int record)
     }
 }
 
-/* Write one frame with up to one payload to p's socket (all of it: the broker reads meanwhile). */
-static void fuzz_write(struct peer *ps, int n, struct peer *p, const void *data, size_t len);
-
-static void fuzz_request(struct peer *ps, int n, struct peer *p, Chanwire__ClientFrame *f,
-                         const void *payload, size_t plen)
-{
-    struct evbuffer *out = evbuffer_new();
-    struct wire_payload pl = {.data = payload, .len = plen};
-    size_t len;
-
-    if (out == NULL || wire_put(out, &f->base, &pl, payload != NULL) < 0)
-        fuzz_die("cannot build request %llu", (unsigned long long)f->id);
-    len = evbuffer_get_length(out);
-    fuzz_write(ps, n, p, evbuffer_pullup(out, -1), len);
-    evbuffer_free(out);
-}
-
-static void fuzz_write(struct peer *ps, int n, struct peer *p, const void *data, size_t len)
+/* Write all of data to p's socket, the broker reading meanwhile. */
+static void fuzz_write(struct peer *p, const void *data, size_t len)
 {
     const uint8_t *b = data;
 
-    while (len > 0) {
+    while (len > 0 && p->fd >= 0) {
         ssize_t w = write(p->fd, b, len);
         if (w > 0) {
             b += w;
             len -= (size_t)w;
         } else if (w < 0 && errno == EAGAIN) {
             /* The broker stopped reading: give it a turn, and stop if it never will. */
-            size_t before = len;
-            fuzz_settle(ps, n);
+            fuzz_settle();
             w = write(p->fd, b, len);
             if (w <= 0)
                 return;   /* it is not reading us any more (closing): the rest would sit there */
             b += w;
-            len = before - (size_t)w;
+            len -= (size_t)w;
         } else {
             return;       /* reset: the broker dropped the connection */
         }
     }
 }
 
-/*
- * A HELLO. The healthy client has no session, so no input can take it over
- * (a HELLO naming a live session replaces that session's connection).
- */
-static void fuzz_hello(Chanwire__ClientFrame *f, Chanwire__Hello *h, uint64_t id, int healthy)
+/* One frame with at most one payload. */
+static void fuzz_request(struct peer *p, Chanwire__ClientFrame *f, const void *payload,
+                         size_t plen)
 {
-    static uint8_t session[16] = {'f', 'u', 'z', 'z', 'e', 'd'};
+    struct evbuffer *out = evbuffer_new();
+    struct wire_payload pl = {.data = payload, .len = plen};
 
-    chanwire__client_frame__init(f);
-    chanwire__hello__init(h);
-    h->version = WIRE_VERSION;
-    if (!healthy) {
-        h->session.data = session;
-        h->session.len = sizeof session;
-    }
-    if (broker.opt.token != NULL)
-        h->token = FUZZ_TOKEN;
-    h->client_name = "fuzz";
-    f->id = id;
-    f->body_case = CHANWIRE__CLIENT_FRAME__BODY_HELLO;
-    f->hello = h;
+    if (out == NULL || wire_put(out, &f->base, &pl, payload != NULL) < 0)
+        fuzz_die("cannot build request %llu", (unsigned long long)f->id);
+    fuzz_write(p, evbuffer_pullup(out, -1), evbuffer_get_length(out));
+    evbuffer_free(out);
 }
 
-static void fuzz_expect(struct peer *ps, int n, struct peer *p, uint64_t id)
+/*
+ * A HELLO. The healthy client has no session, so no input can take it over
+ * (a HELLO naming a live session replaces that session's connection); the
+ * fuzzed connections share one.
+ */
+static void fuzz_hello(struct peer *p, uint64_t id, int healthy)
 {
-    fuzz_settle(ps, n);
+    static uint8_t session[16] = {'f', 'u', 'z', 'z', 'e', 'd'};
+    Chanwire__ClientFrame f = CHANWIRE__CLIENT_FRAME__INIT;
+    Chanwire__Hello h = CHANWIRE__HELLO__INIT;
+
+    h.version = WIRE_VERSION;
+    if (!healthy) {
+        h.session.data = session;
+        h.session.len = sizeof session;
+    }
+    if (broker.opt.token != NULL)
+        h.token = FUZZ_TOKEN;
+    h.client_name = "fuzz";
+    f.id = id;
+    f.body_case = CHANWIRE__CLIENT_FRAME__BODY_HELLO;
+    f.hello = &h;
+    fuzz_request(p, &f, NULL, 0);
+}
+
+static void fuzz_expect(struct peer *p, uint64_t id)
+{
+    fuzz_settle();
     fuzz_take_all(p, 1);
     if (p->status[id] != CHANWIRE__STATUS__STATUS_OK)
         fuzz_die("healthy client: no reply to request %llu", (unsigned long long)id);
 }
 
-static void fuzz_healthy_start(struct peer *ps, int n, struct peer *h, int channels)
+static void fuzz_healthy_start(struct peer *h, int channels)
 {
     Chanwire__ClientFrame f;
-    Chanwire__Hello hello;
     Chanwire__Open o = CHANWIRE__OPEN__INIT;
     Chanwire__Send s = CHANWIRE__SEND__INIT;
 
-    fuzz_hello(&f, &hello, ID_HELLO, 1);
-    fuzz_request(ps, n, h, &f, NULL, 0);
-    fuzz_expect(ps, n, h, ID_HELLO);
+    fuzz_hello(h, ID_HELLO, 1);
+    fuzz_expect(h, ID_HELLO);
     if (!channels)
         return;
 
@@ -291,13 +310,13 @@ static void fuzz_healthy_start(struct peer *ps, int n, struct peer *h, int chann
     f.id = ID_OPEN_A;
     o.name = "a";
     o.cap = 0;
-    fuzz_request(ps, n, h, &f, NULL, 0);
-    fuzz_expect(ps, n, h, ID_OPEN_A);
+    fuzz_request(h, &f, NULL, 0);
+    fuzz_expect(h, ID_OPEN_A);
     f.id = ID_OPEN_B;
     o.name = "b";
     o.cap = 2;
-    fuzz_request(ps, n, h, &f, NULL, 0);
-    fuzz_expect(ps, n, h, ID_OPEN_B);
+    fuzz_request(h, &f, NULL, 0);
+    fuzz_expect(h, ID_OPEN_B);
 
     chanwire__client_frame__init(&f);
     f.body_case = CHANWIRE__CLIENT_FRAME__BODY_SEND;
@@ -305,11 +324,11 @@ static void fuzz_healthy_start(struct peer *ps, int n, struct peer *h, int chann
     f.id = ID_SEND_B;
     s.chan = 2;   /* handles count from 1 in a fresh broker */
     s.timeout_ms = 0;
-    fuzz_request(ps, n, h, &f, "seed", 4);
-    fuzz_expect(ps, n, h, ID_SEND_B);
+    fuzz_request(h, &f, "seed", 4);
+    fuzz_expect(h, ID_SEND_B);
 }
 
-static void fuzz_healthy_ping(struct peer *ps, int n, struct peer *h, uint64_t id)
+static void fuzz_healthy_ping(struct peer *h, uint64_t id)
 {
     Chanwire__ClientFrame f = CHANWIRE__CLIENT_FRAME__INIT;
     Chanwire__Ping ping = CHANWIRE__PING__INIT;
@@ -321,8 +340,27 @@ static void fuzz_healthy_ping(struct peer *ps, int n, struct peer *h, uint64_t i
     f.id = id;
     f.body_case = CHANWIRE__CLIENT_FRAME__BODY_PING;
     f.ping = &ping;
-    fuzz_request(ps, n, h, &f, NULL, 0);
-    fuzz_expect(ps, n, h, id);
+    fuzz_request(h, &f, NULL, 0);
+    fuzz_expect(h, id);
+}
+
+/* Feed one part of the input to p as the mode says, and let the broker act on it. */
+static void fuzz_feed(struct peer *p, uint8_t mode, const uint8_t *data, size_t size)
+{
+    if (mode & FUZZ_DRIBBLE) {
+        size_t piece = ((size_t)(mode >> FUZZ_PIECE_SHIFT) + 1) * FUZZ_PIECE_UNIT;
+        for (size_t off = 0; off < size && !p->eof; off += piece) {
+            size_t len = size - off < piece ? size - off : piece;
+            fuzz_write(p, data + off, len);
+            fuzz_settle();
+        }
+    } else {
+        fuzz_write(p, data, size);
+    }
+    fuzz_settle();
+    if (!(mode & FUZZ_DRIBBLE) && (mode & FUZZ_WAIT))
+        fuzz_wait();
+    fuzz_take_all(p, 0);
 }
 
 static size_t fuzz_count_conns(void)
@@ -337,68 +375,76 @@ static size_t fuzz_count_conns(void)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct peer ps[2];   /* [0] the healthy client, [1] the fuzzed one */
+    struct peer *h = &peers[P_HEALTHY];
+    size_t split;
     struct options opt;
-    uint8_t mode;
+    uint8_t mode, high;
 
     if (size == 0)
         return 0;
     mode = data[0];
     data++, size--;
+    /* Under FUZZ_DRIBBLE the high bits are the piece size, not settings. */
+    high = mode & FUZZ_DRIBBLE ? 0 : mode & 0xf0;
+    split = size;
+    if ((high & FUZZ_RESUME) && size >= 2) {
+        split = (size_t)data[0] | (size_t)data[1] << 8;
+        data += 2, size -= 2;
+        if (split > size)
+            split = size;
+    }
 
     options_defaults(&opt);
-    opt.log_level = LL_ERROR;
+    opt.log_level = log_level;
     if (mode & FUZZ_TIGHT) {
         opt.max_msg = FUZZ_TIGHT_MSG;
         opt.max_memory = FUZZ_TIGHT_MEMORY;
         opt.max_channels = FUZZ_TIGHT_CHANNELS;
         opt.max_pending = FUZZ_TIGHT_PENDING;
         opt.max_output = FUZZ_TIGHT_OUTPUT;
+        opt.session_ttl = 0;
     }
-    if ((mode & (FUZZ_DRIBBLE | FUZZ_AUTH)) == FUZZ_AUTH) {
+    if (high & FUZZ_AUTH) {
         opt.token = FUZZ_TOKEN;
         opt.token_len = strlen(FUZZ_TOKEN);
     }
     if (broker_start(base, &opt) < 0)
         fuzz_die("broker_start failed");
 
-    fuzz_peer_open(&ps[0]);
-    fuzz_healthy_start(ps, 1, &ps[0], (mode & FUZZ_CHANNELS) != 0);
-    fuzz_peer_open(&ps[1]);
+    fuzz_peer_open(h);
+    fuzz_healthy_start(h, (mode & FUZZ_CHANNELS) != 0);
 
-    if (mode & FUZZ_HELLO) {
-        Chanwire__ClientFrame f;
-        Chanwire__Hello hello;
-        fuzz_hello(&f, &hello, 1, 0);
-        fuzz_request(ps, 2, &ps[1], &f, NULL, 0);
-    }
-    if (mode & FUZZ_DRIBBLE) {
-        size_t piece = ((size_t)(mode >> FUZZ_PIECE_SHIFT) + 1) * FUZZ_PIECE_UNIT;
-        for (size_t off = 0; off < size && !ps[1].eof; off += piece) {
-            size_t len = size - off < piece ? size - off : piece;
-            fuzz_write(ps, 2, &ps[1], data + off, len);
-            fuzz_settle(ps, 2);
+    fuzz_peer_open(&peers[P_FUZZ1]);
+    if (mode & FUZZ_HELLO)
+        fuzz_hello(&peers[P_FUZZ1], 1, 0);
+    fuzz_feed(&peers[P_FUZZ1], mode, data, split);
+    fuzz_healthy_ping(h, ID_PING_BUSY);
+
+    if (high & FUZZ_RESUME) {
+        if (!(high & FUZZ_TAKEOVER)) {
+            fuzz_peer_close(&peers[P_FUZZ1]);
+            fuzz_settle();
         }
-    } else {
-        fuzz_write(ps, 2, &ps[1], data, size);
+        fuzz_peer_open(&peers[P_FUZZ2]);
+        fuzz_hello(&peers[P_FUZZ2], 1, 0);
+        fuzz_feed(&peers[P_FUZZ2], mode, data + split, size - split);
+        fuzz_healthy_ping(h, ID_PING_SECOND);
     }
-    fuzz_settle(ps, 2);
-    fuzz_take_all(&ps[1], 0);
-    fuzz_healthy_ping(ps, 2, &ps[0], ID_PING_BUSY);
 
-    /* The fuzzed client leaves: the broker must let go of it and of all it held. */
-    fuzz_peer_close(&ps[1]);
-    fuzz_settle(ps, 1);
-    fuzz_healthy_ping(ps, 1, &ps[0], ID_PING_AFTER);
+    /* The fuzzed clients leave: the broker must let go of them and of all they held. */
+    fuzz_peer_close(&peers[P_FUZZ1]);
+    fuzz_peer_close(&peers[P_FUZZ2]);
+    fuzz_settle();
+    fuzz_healthy_ping(h, ID_PING_AFTER);
     if (broker.nconns != 1 || fuzz_count_conns() != 1)
-        fuzz_die("%zu connections counted, %zu listed after the fuzzed one closed (want 1)",
+        fuzz_die("%zu connections counted, %zu listed after the fuzzed ones closed (want 1)",
                  broker.nconns, fuzz_count_conns());
 
     broker_stop();
     if (msg_live_count() != 0)
         fuzz_die("%llu messages still live after broker_stop",
                  (unsigned long long)msg_live_count());
-    fuzz_peer_free(&ps[0]);
-    fuzz_peer_free(&ps[1]);
+    for (int i = 0; i < P_MAX; i++)
+        fuzz_peer_free(&peers[i]);
     return 0;
 }

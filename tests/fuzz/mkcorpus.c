@@ -41,23 +41,34 @@ static void corpus_frame(Chanwire__ClientFrame *f, const char *const *payloads, 
         corpus_die("wire_put");
 }
 
-/* Write the file name with mode and the frames built so far; start the next one. */
-static void corpus_file(const char *name, uint8_t mode)
+/*
+ * Write the file name: mode, under FUZZ_RESUME the first part's length
+ * (split, two bytes little endian), then the frames built so far. Start
+ * the next file.
+ */
+static void corpus_file_split(const char *name, uint8_t mode, size_t split)
 {
     char path[4096];
     size_t len = evbuffer_get_length(cur);
+    uint8_t head[3] = {mode, (uint8_t)split, (uint8_t)(split >> 8)};
+    size_t hlen = mode & FUZZ_RESUME ? 3 : 1;
     FILE *f;
 
     snprintf(path, sizeof path, "%s/%s", outdir, name);
     f = fopen(path, "wb");
     if (f == NULL)
         corpus_die(path);
-    if (fwrite(&mode, 1, 1, f) != 1 ||
+    if (fwrite(head, 1, hlen, f) != hlen ||
         (len > 0 && fwrite(evbuffer_pullup(cur, -1), 1, len, f) != len) || fclose(f) != 0)
         corpus_die(path);
     evbuffer_drain(cur, len);
     next_id = 1;
     nfiles++;
+}
+
+static void corpus_file(const char *name, uint8_t mode)
+{
+    corpus_file_split(name, mode, 0);
 }
 
 static Chanwire__ClientFrame corpus_req(int body)
@@ -334,6 +345,38 @@ int main(int argc, char **argv)
         put_recv(CHAN_A, -1, 0, 0);
     put_stat(CHANWIRE__CLIENT_FRAME__BODY_LIST, "");
     corpus_file("tight", ready | FUZZ_TIGHT);
+
+    /*
+     * One session on two connections, the second after the first closed or
+     * while it is still open: a send repeated under its seq is dropped, a
+     * lease the first held goes back.
+     */
+    for (int takeover = 0; takeover <= 1; takeover++) {
+        uint64_t tag1[] = {1};
+        size_t split;
+
+        put_send(CHAN_B, 0, 5, one, 1);
+        put_recv(CHAN_B, 0, 0, 60000);
+        split = evbuffer_get_length(cur);
+        next_id = 1;
+        put_send(CHAN_B, 0, 5, one, 1);
+        put_recv(CHAN_B, 0, 0, 60000);
+        put_tags(CHANWIRE__CLIENT_FRAME__BODY_ACK, tag1, 1);
+        corpus_file_split(takeover ? "takeover" : "resume",
+                          ready | FUZZ_RESUME | (takeover ? FUZZ_TAKEOVER : 0), split);
+    }
+
+    /* Deadlines and leases of a millisecond or two, with time to run out. */
+    put_recv(CHAN_A, 1, 0, 0);
+    put_send(CHAN_A, 2, 0, one, 1);
+    put_recv(CHAN_B, 0, 0, 1);
+    put_select(NULL, NULL, 0, NULL, 0, 1);
+    corpus_file("wait", ready | FUZZ_WAIT);
+    put_send(CHAN_B, 0, 0, bigmsg, 1);
+    put_send(CHAN_B, 0, 0, three, 3);
+    put_send(CHAN_B, 2, 0, three, 3);
+    put_send(CHAN_B, -1, 0, three, 3);
+    corpus_file("tight-wait", ready | FUZZ_TIGHT | FUZZ_WAIT);
 
     /* A session's sequence numbers: the repeat is dropped. */
     put_send(CHAN_B, 0, 41, one, 1);
