@@ -250,9 +250,18 @@ START_TEST(test_stream_carries_on_across_broker_restarts_and_accounts_for_every_
            "consumer saw %d ECONNRESET; slowest send %" PRId64 " ms\n",
            doubt, doubt_arrived, consumer_resets,
            prod[0].max_call_ms > prod[1].max_call_ms ? prod[0].max_call_ms : prod[1].max_call_ms);
+    /*
+     * A killed broker held at most CAP messages that had been sent (buffered
+     * plus delivered-unacked count against the capacity). A loss counts
+     * against the epoch its call started in; a call that started before a
+     * kill but went to the next broker shifts up to one batch per producer.
+     */
+    ck_assert_msg(lost_all <= (long)RESTARTS * CAP, "%ld messages that had been sent were lost "
+                  "in %d restarts: more than %d channels of %d could hold", lost_all, RESTARTS,
+                  RESTARTS, CAP);
     for (int k = 0; k < RESTARTS; k++)
-        ck_assert_msg(lost[k] <= CAP, "restart %d lost %ld messages that had been sent "
-                      "(more than the %d the channel can hold)", k + 1, lost[k], CAP);
+        ck_assert_msg(lost[k] <= CAP + NPROD * BATCH, "restart %d lost %ld messages that had "
+                      "been sent (the channel holds %d)", k + 1, lost[k], CAP);
     for (int p = 0; p < NPROD; p++) {
         ck_assert_int_le(prod[p].resets, RESTARTS);
         ck_assert_int_lt(prod[p].max_call_ms, CALL_MAX_MS);
