@@ -5,7 +5,7 @@ set -eu
 
 PKGS="build-essential autoconf automake libtool pkg-config
       libevent-dev libprotobuf-c-dev protobuf-c-compiler uuid-dev check
-      procps psmisc"
+      procps psmisc valgrind"
 
 if [ "$(id -u)" -eq 0 ]; then
     SUDO=

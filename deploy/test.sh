@@ -13,7 +13,7 @@ make -j2 check || status=$?
 # One closing line over every test case: Check programs report their cases
 # ("Checks: N, Failures: F, Errors: E"); every other test counts as one.
 passed=0 failed=0
-for trs in tests/*.trs; do
+for trs in $(find tests -name "*.trs" | sort); do
     [ -f "$trs" ] || continue
     log=${trs%.trs}.log
     line=$(grep -E '^[0-9]+%: Checks: ' "$log" 2>/dev/null | tail -n 1 || true)
