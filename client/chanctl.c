@@ -368,7 +368,7 @@ static int chanctl_job(char **cmd, const chan_msg_t *msg)
         goto close_rep;
     }
     if (pid == 0) {
-        /* the library ignores SIGPIPE for itself; the job gets the usual default */
+        /* chanctl ignores SIGPIPE for itself; the job gets the usual default */
         signal(SIGPIPE, SIG_DFL);
         if (dup2(in[0], STDIN_FILENO) >= 0) {
             close(in[0]);
@@ -504,6 +504,8 @@ int main(int argc, char **argv)
     int opt, nargs, rc;
     char **args;
 
+    /* A closed stdout (`| head`) shows up as EPIPE, and the tool ends quietly. */
+    signal(SIGPIPE, SIG_IGN);
     ctl.addr = getenv("CHAND_ADDR");
     if (!ctl.addr || !*ctl.addr)
         ctl.addr = "127.0.0.1:7070";

@@ -16,7 +16,6 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +23,6 @@
 #include <sys/uio.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <uuid/uuid.h>
 
@@ -105,13 +103,13 @@ static int conn_write(struct chan_client *cl, Chanwire__ClientFrame *f,
 {
     int rc;
 
-    if (cl->bev == NULL) {
+    if (cl->io.fd < 0) {
         errno = ENOTCONN;
         return -1;
     }
     f->acks = cl->acks;
     f->n_acks = cl->nacks;
-    rc = wire_put(bufferevent_get_output(cl->bev), &f->base, pl, npl);
+    rc = wire_put(cl->io.out, &f->base, pl, npl);
     f->acks = NULL;
     f->n_acks = 0;
     if (rc < 0) {
@@ -119,13 +117,14 @@ static int conn_write(struct chan_client *cl, Chanwire__ClientFrame *f,
         return -1;
     }
     cl->nacks = 0;
+    sched_defer(&cl->flush);
     return 0;
 }
 
 /* Send the NACKs and then the ACKs still pending; NACKs are requests (a fresh id, reply ignored). */
 static void conn_flush(struct chan_client *cl)
 {
-    if (cl->bev == NULL)
+    if (cl->io.fd < 0)
         return;
     if (cl->nnacks > 0) {
         Chanwire__ClientFrame f = CHANWIRE__CLIENT_FRAME__INIT;
@@ -360,10 +359,9 @@ static void conn_reply(struct chan_client *cl, Chanwire__ServerFrame *f)
     sched_wake(r->co);
 }
 
-static void conn_read_cb(struct bufferevent *bev, void *arg)
+static void conn_read(struct chan_client *cl)
 {
-    struct chan_client *cl = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer *in = cl->io.in;
 
     cl->last_rx = chan_now();
     for (;;) {
@@ -376,7 +374,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
         rc = wire_take(in, WIRE_FRAME_MAX(cl->max_msg), &chanwire__server_frame__descriptor, &hdr,
                        conn_take, cl, &np, &need, err, sizeof err);
         if (rc == 0) {
-            bufferevent_setwatermark(bev, EV_READ, need, 0);
+            cl->io.want = need;
             break;
         }
         if (rc < 0) {
@@ -387,11 +385,26 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
         }
         conn_reply(cl, (Chanwire__ServerFrame *)hdr);
         /* the reply may have ended this connection (an error frame, a refused HELLO) */
-        if (cl->bev != bev)
+        if (cl->io.in != in)
             return;
     }
-    /* Unbuffered senders wait for these: they never outlive this loop turn. */
+    /*
+     * Unbuffered senders wait for the acks: they go at the end of this
+     * scheduler turn, riding on the woken coroutines' next requests where
+     * there are any.
+     */
+    if (cl->nacks > 0 || cl->nnacks > 0)
+        sched_defer(&cl->flush);
+}
+
+/* End of a scheduler turn: acks not yet carried by a request, then one write of it all. */
+static void conn_turn_end(void *arg)
+{
+    struct chan_client *cl = arg;
+
     conn_flush(cl);
+    if (stream_flush(&cl->io) < 0)
+        conn_lost(cl, cl->io.err ? cl->io.err : ECONNRESET);
 }
 
 /* ---- connection life ------------------------------------------------- */
@@ -402,10 +415,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
  */
 static void conn_drop(struct chan_client *cl)
 {
-    if (cl->bev != NULL) {
-        bufferevent_free(cl->bev);
-        cl->bev = NULL;
-    }
+    stream_close(&cl->io);
     cl->hello_id = 0;
     cl->nacks = 0;
     cl->nnacks = 0;
@@ -465,7 +475,7 @@ static void conn_connected(struct chan_client *cl)
     int one = 1;
 
     /* requests are small and latency-bound: never hold one back */
-    setsockopt(bufferevent_getfd(cl->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(cl->io.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     h.version = WIRE_VERSION;
     h.session.data = cl->session;
     h.session.len = sizeof cl->session;
@@ -481,55 +491,36 @@ static void conn_connected(struct chan_client *cl)
     cl->state = CONN_HELLO;
 }
 
-static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+static void conn_io_cb(struct stream *s, enum stream_event what, void *arg)
 {
     struct chan_client *cl = arg;
-    int err = EVUTIL_SOCKET_ERROR();
 
-    (void)bev;
-    if (cl->in_connect) {
-        /* bufferevent_socket_connect reports some failures before it returns */
-        cl->connect_err = err ? err : ECONNREFUSED;
-        return;
-    }
-    if (what & BEV_EVENT_CONNECTED) {
+    (void)s;
+    switch (what) {
+    case STREAM_READ:
+        conn_read(cl);
+        break;
+    case STREAM_CONNECTED:
         conn_connected(cl);
-        return;
-    }
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-        if ((what & BEV_EVENT_EOF) || err == 0)
-            err = ECONNRESET;
-        conn_lost(cl, err);
+        break;
+    case STREAM_DRAINED:
+        break;
+    case STREAM_EOF:
+        conn_lost(cl, ECONNRESET);
+        break;
+    case STREAM_ERROR:
+        conn_lost(cl, cl->io.err ? cl->io.err : ECONNRESET);
+        break;
     }
 }
 
 static void conn_attempt(struct chan_client *cl)
 {
-    struct bufferevent *bev = bufferevent_socket_new(sched_base(), -1, BEV_OPT_CLOSE_ON_FREE);
-    int rc;
-
     cl->state = CONN_CONNECTING;
-    if (bev == NULL) {
-        cl->last_err = ENOMEM;
-        conn_backoff(cl);
-        return;
-    }
-    bufferevent_setcb(bev, conn_read_cb, NULL, conn_event_cb, cl);
-    bufferevent_setwatermark(bev, EV_READ, WIRE_LEN_BYTES, 0);
-    cl->bev = bev;
-    cl->in_connect = 1;
-    cl->connect_err = 0;
-    errno = 0;
-    rc = bufferevent_socket_connect(bev, (struct sockaddr *)&cl->addr, (int)cl->addrlen);
-    cl->in_connect = 0;
-    if (rc < 0 || cl->connect_err != 0) {
-        int err = cl->connect_err ? cl->connect_err : errno ? errno : ECONNREFUSED;
-        conn_lost(cl, err);
-        return;
-    }
-    /* a program it runs must not hold the connection (and its leases) open after we go */
-    evutil_make_socket_closeonexec(bufferevent_getfd(bev));
-    bufferevent_enable(bev, EV_READ);
+    /* close-on-exec: a program it runs must not hold the connection (and its leases) open */
+    if (stream_connect(&cl->io, sched_base(), (struct sockaddr *)&cl->addr, cl->addrlen,
+                       conn_io_cb, cl) < 0)
+        conn_lost(cl, errno ? errno : ECONNREFUSED);
 }
 
 static void conn_retry_cb(evutil_socket_t fd, short what, void *arg)
@@ -850,30 +841,13 @@ static int conn_resolve(struct chan_client *cl, const char *addr)
  */
 static void conn_write_now(struct chan_client *cl)
 {
-    struct evbuffer *out = bufferevent_get_output(cl->bev);
-    evutil_socket_t fd = bufferevent_getfd(cl->bev);
-    struct evbuffer_iovec v[16];
-    struct iovec iov[16];
-    struct msghdr mh;
+    evutil_socket_t fd = cl->io.fd;
     char sink[1024];
-    int n;
 
     if (fd < 0 || cl->state != CONN_READY)
         return;
     conn_flush(cl);
-    /* the bufferevent owns the drain side of out: read it in place, never drain it */
-    n = evbuffer_peek(out, -1, NULL, v, 16);
-    if (n > 16)
-        n = 16;
-    for (int i = 0; i < n; i++) {
-        iov[i].iov_base = v[i].iov_base;
-        iov[i].iov_len = v[i].iov_len;
-    }
-    memset(&mh, 0, sizeof mh);
-    mh.msg_iov = iov;
-    mh.msg_iovlen = (size_t)n;
-    if (n > 0)
-        sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    stream_flush(&cl->io);
     shutdown(fd, SHUT_WR);
     /* unread input at close makes the kernel reset the connection, which can drop what we just sent */
     while (recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0)
@@ -884,7 +858,8 @@ static void conn_write_now(struct chan_client *cl)
 static void conn_free(struct chan_client *cl)
 {
     CONN_ASSERT(cl->table_count == 0 && cl->waiters == NULL);
-    if (cl->bev != NULL)
+    sched_undefer(&cl->flush);
+    if (cl->io.fd >= 0)
         conn_write_now(cl);
     conn_drop(cl);
     if (cl->retry_ev != NULL)
@@ -900,22 +875,6 @@ static void conn_free(struct chan_client *cl)
     free(cl);
 }
 
-/*
- * libevent writes to sockets with writev, which raises SIGPIPE when the
- * broker has gone; by default that would kill the program. Unless the
- * program chose a disposition of its own, the first chan_connect ignores
- * SIGPIPE (the write then fails with EPIPE and the connection is retried).
- */
-static void conn_sigpipe(void)
-{
-    struct sigaction sa;
-
-    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL && !(sa.sa_flags & SA_SIGINFO)) {
-        sa.sa_handler = SIG_IGN;
-        sigaction(SIGPIPE, &sa, NULL);
-    }
-}
-
 chan_client_t *chan_connect(const char *addrs, const struct chan_opts *opts)
 {
     struct event_base *base = sched_base();
@@ -925,7 +884,6 @@ chan_client_t *chan_connect(const char *addrs, const struct chan_opts *opts)
 
     if (base == NULL)
         return NULL;
-    conn_sigpipe();
     if (addrs == NULL || (opts != NULL && opts->retry_ms < 0)) {
         errno = EINVAL;
         return NULL;
@@ -937,6 +895,9 @@ chan_client_t *chan_connect(const char *addrs, const struct chan_opts *opts)
     cl = calloc(1, sizeof *cl);
     if (cl == NULL)
         return NULL;
+    stream_init(&cl->io);
+    cl->flush.fn = conn_turn_end;
+    cl->flush.arg = cl;
     if (conn_resolve(cl, addrs) < 0) {
         free(cl);
         errno = EINVAL;

@@ -193,6 +193,23 @@ int sched_park_withdraw(int64_t deadline, int cancellable,
 /* Label the running coroutine's current wait ("recv", "send"...) for dumps. */
 void sched_label(const char *what);
 
+/*
+ * Work for the end of a scheduler turn: run once, after every runnable
+ * coroutine has run, before the thread polls or sleeps. A connection
+ * queues its flush here, so the requests and acks of all its coroutines
+ * leave in one write. The owner embeds the hook (fn and arg set by it)
+ * and calls sched_undefer before freeing it. Both are no-ops when already
+ * in the wanted state; a hook runs on the thread that queued it.
+ */
+struct sched_hook {
+    void (*fn)(void *arg);
+    void *arg;
+    struct sched_hook *next;  /* the queue (sched.c) */
+    int queued;
+};
+void sched_defer(struct sched_hook *h);
+void sched_undefer(struct sched_hook *h);
+
 /* Print every coroutine of this thread (id, state, label) to stderr. */
 void sched_dump(void);
 

@@ -72,6 +72,7 @@ struct local_lease {
     struct local_chan *lc;     /* its channel while held, NULL once ended */
     struct core_msg *m;        /* the delivered block, while held */
     struct event *timer;       /* fires at the end of the lease, while held */
+    int64_t ends;              /* chan_now() at which the lease ends */
     int refs;                  /* 1 for the receiver's msg, 1 while held */
     int gone;                  /* ended because its channel was freed */
     char data[];               /* the receiver's copy of the payload, then a NUL */
@@ -409,18 +410,33 @@ static void local_lease_end(struct local_lease *l, int ack)
     local_lease_unref(l);
 }
 
+/* Arm l's timer for the rest of its lease. */
+static void local_lease_arm(struct local_lease *l, int64_t ms)
+{
+    struct timeval tv = { .tv_sec = (time_t)(ms / 1000),
+                          .tv_usec = (suseconds_t)(ms % 1000 * 1000) };
+
+    evtimer_add(l->timer, &tv);
+}
+
 static void local_lease_expire(evutil_socket_t fd, short what, void *arg)
 {
+    struct local_lease *l = arg;
+    int64_t now = chan_now();
+
     (void)fd;
     (void)what;
-    local_lease_end(arg, 0);
+    /* libevent's coarse clock may fire a few ms early: a lease is never cut short. */
+    if (now < l->ends) {
+        local_lease_arm(l, l->ends - now);
+        return;
+    }
+    local_lease_end(l, 0);
 }
 
 static int local_recv_lease(chan_t *ch, chan_msg_t *msg, int64_t lease_ms, int64_t deadline)
 {
     struct local_chan *lc = (struct local_chan *)ch;
-    struct timeval tv = { .tv_sec = (time_t)(lease_ms / 1000),
-                          .tv_usec = (suseconds_t)(lease_ms % 1000 * 1000) };
     struct local_lease *l;
     struct core_msg *m;
     struct coro *self;
@@ -456,7 +472,11 @@ static int local_recv_lease(chan_t *ch, chan_msg_t *msg, int64_t lease_ms, int64
     if (l->next)
         l->next->prev = l;
     lc->leases = l;
-    evtimer_add(l->timer, &tv);
+    /* ten years is for ever, and keeps the sum and the timeval from overflowing */
+    if (lease_ms > (int64_t)315360000 * 1000)
+        lease_ms = (int64_t)315360000 * 1000;
+    l->ends = chan_now() + lease_ms;
+    local_lease_arm(l, lease_ms);
     msg->data = l->data;
     msg->len = m->len;
     msg->deliveries = m->deliveries;

@@ -18,9 +18,9 @@
 #include <sys/socket.h>
 
 #include "internal.h"
+#include "stream.h"
 #include "wire.h"
 
-struct bufferevent;
 struct event;
 
 /*
@@ -121,7 +121,7 @@ enum conn_state {
 
 /*
  * The client. Owned by chan_connect's caller until chan_disconnect; the
- * bufferevent, timers, copies of the options and the arrays are its own.
+ * stream, timers, copies of the options and the arrays are its own.
  */
 struct chan_client {
     struct sockaddr_storage addr; /* the broker, resolved once at chan_connect */
@@ -132,7 +132,8 @@ struct chan_client {
     unsigned char session[16];    /* session UUID, fixed for the client's life */
 
     int state;                    /* enum conn_state */
-    struct bufferevent *bev;      /* the connection, or NULL */
+    struct stream io;             /* the connection (io.fd -1 when there is none) */
+    struct sched_hook flush;      /* queued when io.out or the acks have bytes to send */
     uint64_t epoch;               /* count of connections that reached READY; delivery tags
                                      are good on the connection of their epoch only */
     unsigned char instance[16];   /* the broker process's UUID from the last HELLO reply */
@@ -149,8 +150,6 @@ struct chan_client {
     size_t max_msg;               /* the broker's message limit (bytes) */
     int last_err;                 /* why the last attempt or connection failed (errno) */
     int64_t last_rx;              /* chan_now() when the broker last sent anything */
-    int in_connect;               /* inside bufferevent_socket_connect */
-    int connect_err;              /* an error reported synchronously during it */
 
     int64_t down_since;           /* chan_now() when the current outage began */
     int64_t backoff_ms;           /* delay before the next attempt */

@@ -69,6 +69,7 @@ struct sched {
     int wrapped;                  /* next_id went past INT_MAX once */
     unsigned ticks;               /* dispatches since the last busy poll */
     int64_t last_poll;            /* chan_now() of the last I/O poll */
+    struct sched_hook *hooks;     /* end-of-turn work queued by sched_defer, LIFO */
 };
 
 static _Thread_local struct sched *sched_tls __attribute__((tls_model("initial-exec")));
@@ -329,9 +330,18 @@ static void sched_deadlock(struct sched *s)
  */
 static void sched_poll(struct sched *s, int block)
 {
-    int64_t now = chan_now();
+    int64_t now;
     int rc;
 
+    /* End of the turn: what the coroutines queued (requests, acks) goes out now, together. */
+    while (s->hooks != NULL) {
+        struct sched_hook *h = s->hooks;
+        s->hooks = h->next;
+        h->next = NULL;
+        h->queued = 0;
+        h->fn(h->arg);
+    }
+    now = chan_now();
     sched_expire(s, now);
     if (!block) {
         if (now - s->last_poll < 1)
@@ -461,7 +471,12 @@ static struct sched *sched_init(void)
     cfg = event_config_new();
     if (!cfg)
         goto fail_table;
-    event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK | EVENT_BASE_FLAG_PRECISE_TIMER);
+    /*
+     * No EVENT_BASE_FLAG_PRECISE_TIMER: with it the epoll backend programs
+     * a timerfd before every wait, a system call per message; deadlines
+     * are in milliseconds, which epoll_wait's own timeout keeps (rounded up).
+     */
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
     s->base = event_base_new_with_config(cfg);
     event_config_free(cfg);
     if (!s->base)
@@ -584,6 +599,33 @@ int sched_park_withdraw(int64_t deadline, int cancellable,
     c->withdraw = NULL;
     c->withdraw_arg = NULL;
     return c->park_result;
+}
+
+void sched_defer(struct sched_hook *h)
+{
+    struct sched *s = sched_tls;
+
+    if (h->queued || s == NULL)
+        return;
+    h->queued = 1;
+    h->next = s->hooks;
+    s->hooks = h;
+}
+
+void sched_undefer(struct sched_hook *h)
+{
+    struct sched *s = sched_tls;
+
+    if (!h->queued || s == NULL)
+        return;
+    for (struct sched_hook **p = &s->hooks; *p != NULL; p = &(*p)->next) {
+        if (*p == h) {
+            *p = h->next;
+            break;
+        }
+    }
+    h->next = NULL;
+    h->queued = 0;
 }
 
 void sched_wake(struct coro *c)

@@ -43,6 +43,20 @@ void broker_conn_gone(void)
         event_base_loopexit(broker.base, NULL);
 }
 
+void broker_run(void)
+{
+    struct event_base *base = broker.base;
+
+    broker.own_loop = 1;
+    for (;;) {
+        int rc = event_base_loop(base, EVLOOP_ONCE);
+        conn_flush_all();
+        if (rc != 0 || event_base_got_exit(base) || event_base_got_break(base))
+            break;
+    }
+    broker.own_loop = 0;
+}
+
 int broker_start(struct event_base *base, const struct options *opt)
 {
     memset(&broker, 0, sizeof broker);

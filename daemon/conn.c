@@ -1,12 +1,11 @@
 /*
  * conn.c: one client connection. Bytes in: every complete frame in the
  * input is taken (payloads moved into msgs as they go) and dispatched; a
- * partial one sets the read low watermark to the frame's full size, so it
- * is looked at again only once it is all there. Bytes out: replies are
- * packed straight into the bufferevent's output; a flush event, run after
- * every other callback of the loop iteration, writes each connection's
- * output with one writev. Only what the socket refuses waits for libevent's
- * write event, so a request costs no epoll_ctl calls on the fast path.
+ * partial one sizes the next read to the frame's full size. Bytes out:
+ * replies are packed straight into the stream's output; at the end of the
+ * loop iteration (broker_run) each connection's output goes out with one
+ * writev. Only what the socket refused waits for a write event, so a
+ * request costs no epoll_ctl calls on the fast path (proto/stream.h).
  *
  * Death comes in two phases. Phase one (conn_detach) takes the connection
  * out of the channel world: its blocked requests are withdrawn and its
@@ -35,47 +34,37 @@
 
 #include <arpa/inet.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 
 #include "daemon.h"
 
 /* How long a closing connection may take to read its last frame, ms. */
 #define CONN_LINGER_MS 2000
 
-static void conn_read_cb(struct bufferevent *bev, void *arg);
-static void conn_event_cb(struct bufferevent *bev, short events, void *arg);
+static void conn_io_cb(struct stream *s, enum stream_event what, void *arg);
 static void conn_idle_arm(struct conn *c);
 
 static TAILQ_HEAD(conn_flushq, conn) flushq = TAILQ_HEAD_INITIALIZER(flushq);
-static struct event *flush_ev;       /* runs conn_flush_all */
+static struct event *flush_ev;       /* runs conn_flush_all when broker_run does not */
 
-/* The output drained (after a write libevent finished for us): back to our own flushing. */
-static void conn_drained_cb(struct bufferevent *bev, void *arg)
+static void conn_gone(struct conn *c, const char *why)
 {
-    (void)arg;
-    bufferevent_disable(bev, EV_WRITE);
+    log_msg(LL_INFO, "conn %" PRIu64 " (%s): %s", c->serial, c->peer, why);
+    conn_kill(c);
 }
 
-/* One writev of c's output; leave the rest (or an error) to the write event. */
+/* One writev of c's output; the stream finishes the rest from the loop. */
 static void conn_flush(struct conn *c)
 {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    size_t left;
-    int rc;
+    size_t before = stream_pending(&c->io), left;
 
-    if (evbuffer_get_length(out) == 0)
+    if (before == 0)
         return;
-    /* A bufferevent freezes its output's start against other writers; thaw it as libevent does. */
-    evbuffer_unfreeze(out, 1);
-    rc = evbuffer_write(out, bufferevent_getfd(c->bev));
-    evbuffer_freeze(out, 1);
-    if (rc < 0 && errno != EAGAIN && errno != EINTR) {
-        /* Let the bufferevent find the error again and report it through conn_event_cb. */
-        bufferevent_enable(c->bev, EV_WRITE);
+    if (stream_flush(&c->io) < 0) {
+        conn_gone(c, evutil_socket_error_to_string(c->io.err));
         return;
     }
-    left = evbuffer_get_length(out);
-    if (left > broker.max_output && (rc <= 0 || left / 2 > broker.max_output)) {
+    left = stream_pending(&c->io);
+    if (left > broker.max_output && (left == before || left / 2 > broker.max_output)) {
         /*
          * Only what the socket refused counts, and only when it took
          * nothing now (or the backlog is twice the bound): a burst of
@@ -84,17 +73,13 @@ static void conn_flush(struct conn *c)
         log_msg(LL_WARN, "conn %" PRIu64 " (%s): %zu reply bytes the client does not read "
                 "(over --max-output); dropping it", c->serial, c->peer, left);
         conn_kill(c);
-        return;
     }
-    if (evbuffer_get_length(out) > 0)
-        bufferevent_enable(c->bev, EV_WRITE);
 }
 
-static void conn_flush_all(evutil_socket_t fd, short what, void *arg)
+void conn_flush_all(void)
 {
     struct conn *c;
 
-    (void)fd, (void)what, (void)arg;
     while ((c = TAILQ_FIRST(&flushq)) != NULL) {
         TAILQ_REMOVE(&flushq, c, flink);
         c->flushing = 0;
@@ -105,13 +90,20 @@ static void conn_flush_all(evutil_socket_t fd, short what, void *arg)
     req_drain();
 }
 
+static void conn_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+    conn_flush_all();
+}
+
 static void conn_flush_soon(struct conn *c)
 {
     if (c->flushing)
         return;
     c->flushing = 1;
     TAILQ_INSERT_TAIL(&flushq, c, flink);
-    event_active(flush_ev, EV_TIMEOUT, 0);
+    if (!broker.own_loop)
+        event_active(flush_ev, EV_TIMEOUT, 0);
 }
 
 static void conn_unflush(struct conn *c)
@@ -124,7 +116,7 @@ static void conn_unflush(struct conn *c)
 
 int conn_init(void)
 {
-    flush_ev = event_new(broker.base, -1, 0, conn_flush_all, NULL);
+    flush_ev = event_new(broker.base, -1, 0, conn_flush_cb, NULL);
     return flush_ev ? 0 : -1;
 }
 
@@ -173,13 +165,12 @@ static void conn_idle_arm(struct conn *c)
 static void conn_idle_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
-    struct evbuffer *in = bufferevent_get_input(c->bev);
 
     (void)fd, (void)what;
     c->idle_on = 0;
     if (c->state > CONN_READY || c->broken)
         return;
-    if (c->state == CONN_READY && evbuffer_get_length(in) == 0)
+    if (c->state == CONN_READY && evbuffer_get_length(c->io.in) == 0)
         return;
     if (c->state == CONN_READY && (c->frames_in != c->idle_frames || c->read_paused)) {
         conn_idle_arm(c);
@@ -202,14 +193,12 @@ void conn_accept(int fd, const struct sockaddr *addr, int addrlen, int reject)
         close(fd);
         return;
     }
-    c->bev = bufferevent_socket_new(broker.base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (c->bev == NULL) {
+    if (stream_open(&c->io, broker.base, fd, conn_io_cb, c) < 0) {
         log_msg(LL_WARN, "out of memory accepting a connection");
-        close(fd);
         free(c);
         return;
     }
-    /* Replies are small and latency-bound; libevent already batches per loop turn. */
+    /* Replies are small and latency-bound; broker_run already batches them per loop turn. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->serial = ++broker.next_serial;
     conn_peer(c->peer, sizeof c->peer, addr);
@@ -218,9 +207,6 @@ void conn_accept(int fd, const struct sockaddr *addr, int addrlen, int reject)
     delivery_init(&c->dl);
     evtimer_assign(&c->idle_ev, broker.base, conn_idle_cb, c);
     TAILQ_INSERT_TAIL(&broker.conns, c, link);
-    bufferevent_setcb(c->bev, conn_read_cb, conn_drained_cb, conn_event_cb, c);
-    /* Writes are ours (conn_flush); libevent's write event only finishes what the socket refused */
-    bufferevent_disable(c->bev, EV_WRITE);
 
     if (reject) {
         log_msg(LL_WARN, "conn %" PRIu64 " (%s): refused, %zu connections already",
@@ -231,9 +217,6 @@ void conn_accept(int fd, const struct sockaddr *addr, int addrlen, int reject)
     }
     c->counted = 1;
     broker.nconns++;
-    c->watermark = WIRE_LEN_BYTES;
-    bufferevent_setwatermark(c->bev, EV_READ, c->watermark, 0);
-    bufferevent_enable(c->bev, EV_READ);
     /* HELLO is due within the idle timeout too: a silent socket holds a connection slot. */
     conn_idle_arm(c);
     log_msg(LL_DEBUG, "conn %" PRIu64 " (%s): connected", c->serial, c->peer);
@@ -284,10 +267,9 @@ static void conn_free_payloads(struct conn *c)
     c->pl_nomem = 0;
 }
 
-static void conn_read_cb(struct bufferevent *bev, void *arg)
+static void conn_read(struct conn *c)
 {
-    struct conn *c = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer *in = c->io.in;
 
     while ((c->state == CONN_HELLO || c->state == CONN_READY) && !c->broken && !c->read_paused) {
         ProtobufCMessage *hdr = NULL;
@@ -299,10 +281,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
                        conn_take, c, &npl, &need, err, sizeof err);
         if (rc == 0) {
             conn_free_payloads(c);
-            if (need != c->watermark) {
-                c->watermark = need;
-                bufferevent_setwatermark(bev, EV_READ, need, 0);
-            }
+            c->io.want = need;
             break;
         }
         if (rc < 0) {
@@ -316,7 +295,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
         conn_free_payloads(c);
     }
     /* Part of a frame is waiting: it must become whole within the idle timeout. */
-    if (evbuffer_get_length(in) > 0)
+    if (c->state <= CONN_READY && evbuffer_get_length(in) > 0)
         conn_idle_arm(c);
     req_drain();
 }
@@ -327,7 +306,7 @@ void conn_pause_read(struct conn *c)
         return;
     c->read_paused = 1;
     if (c->state <= CONN_READY && !c->broken)
-        bufferevent_disable(c->bev, EV_READ);
+        stream_reading(&c->io, 0);
 }
 
 void conn_resume_read(struct conn *c)
@@ -337,27 +316,37 @@ void conn_resume_read(struct conn *c)
     c->read_paused = 0;
     if (c->state > CONN_READY || c->broken)
         return;
-    bufferevent_enable(c->bev, EV_READ);
+    stream_reading(&c->io, 1);
     /* Frames that arrived while paused are in the input already: no read event will say so. */
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
-        bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+    if (evbuffer_get_length(c->io.in) > 0)
+        stream_kick(&c->io);
 }
 
-static void conn_event_cb(struct bufferevent *bev, short events, void *arg)
+static void conn_io_cb(struct stream *s, enum stream_event what, void *arg)
 {
     struct conn *c = arg;
 
-    (void)bev;
-    if (events & BEV_EVENT_ERROR) {
-        int err = EVUTIL_SOCKET_ERROR();
-        log_msg(LL_INFO, "conn %" PRIu64 " (%s): %s", c->serial, c->peer,
-                evutil_socket_error_to_string(err));
-    } else if (events & BEV_EVENT_EOF) {
-        log_msg(LL_INFO, "conn %" PRIu64 " (%s): closed by peer", c->serial, c->peer);
-    } else {
+    (void)s;
+    if (c->state == CONN_DEAD)
         return;
+    switch (what) {
+    case STREAM_READ:
+        if (c->state <= CONN_READY)
+            conn_read(c);
+        return;
+    case STREAM_DRAINED:
+        /* A closing connection's last frames are out. */
+        if (c->state == CONN_CLOSING)
+            conn_kill(c);
+        return;
+    case STREAM_EOF:
+        conn_gone(c, "closed by peer");
+        break;
+    case STREAM_ERROR:
+    case STREAM_CONNECTED:
+        conn_gone(c, evutil_socket_error_to_string(c->io.err));
+        break;
     }
-    conn_kill(c);
     req_drain();
 }
 
@@ -409,26 +398,19 @@ static void conn_kill_later(struct conn *c, int delay_ms)
     evtimer_add(c->close_timer, &tv);
 }
 
-static void conn_flushed_cb(struct bufferevent *bev, void *arg)
-{
-    (void)bev;
-    conn_kill(arg);
-}
-
 void conn_close_flush(struct conn *c)
 {
     if (c->state >= CONN_CLOSING)
         return;
     conn_detach(c);
     c->state = CONN_CLOSING;
-    bufferevent_disable(c->bev, EV_READ);
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+    stream_reading(&c->io, 0);
+    conn_unflush(c);
+    if (stream_flush(&c->io) < 0 || stream_pending(&c->io) == 0) {
         conn_kill(c);
         return;
     }
-    conn_unflush(c);
-    bufferevent_setcb(c->bev, NULL, conn_flushed_cb, conn_event_cb, c);
-    bufferevent_enable(c->bev, EV_WRITE);
+    /* The rest goes from the stream's write event; STREAM_DRAINED ends it, or the timer. */
     conn_kill_later(c, CONN_LINGER_MS);
 }
 
@@ -438,8 +420,8 @@ void conn_kill(struct conn *c)
         return;
     conn_detach(c);
     c->state = CONN_DEAD;
-    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
-    bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+    /* The socket goes now; the struct waits for the reap, when no callback can hold it. */
+    stream_close(&c->io);
     conn_unflush(c);
     if (c->close_timer != NULL)
         evtimer_del(c->close_timer);
@@ -457,7 +439,7 @@ void conn_doom(struct conn *c)
     c->broken = 1;
     log_msg(LL_WARN, "conn %" PRIu64 " (%s): a reply could not be written; dropping it",
             c->serial, c->peer);
-    bufferevent_disable(c->bev, EV_READ);
+    stream_reading(&c->io, 0);
     conn_kill_later(c, 0);
 }
 
@@ -465,7 +447,7 @@ void conn_free(struct conn *c)
 {
     DAEMON_ASSERT(c->state == CONN_DEAD);
     log_msg(LL_DEBUG, "conn %" PRIu64 " freed after %" PRIu64 " frames", c->serial, c->frames_in);
-    bufferevent_free(c->bev);
+    stream_close(&c->io);
     if (c->close_timer != NULL)
         event_free(c->close_timer);
     map_free(&c->reqs);
@@ -505,7 +487,7 @@ static void conn_reply_too_big(struct conn *c, uint64_t id)
     conn_status(c, id, CHANWIRE__STATUS__STATUS_PROTOCOL, text);
     c->broken = 1;
     c->fail_flush = 1;
-    bufferevent_disable(c->bev, EV_READ);
+    stream_reading(&c->io, 0);
     conn_kill_later(c, 0);
 }
 
@@ -516,7 +498,7 @@ int conn_reply(struct conn *c, Chanwire__ServerFrame *f, const struct wire_paylo
 
     if (c->state >= CONN_CLOSING || c->broken)
         return 0;
-    out = bufferevent_get_output(c->bev);
+    out = c->io.out;
     before = evbuffer_get_length(out);
     if (wire_put(out, &f->base, pl, n) < 0) {
         if (evbuffer_get_length(out) == before && f->status == CHANWIRE__STATUS__STATUS_OK) {

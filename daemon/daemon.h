@@ -37,6 +37,7 @@
 #include <event2/event_struct.h>
 
 #include "core.h"
+#include "stream.h"
 #include "wire.h"
 
 struct bufferevent;
@@ -285,7 +286,7 @@ enum conn_state {
  * points to is its own.
  */
 struct conn {
-    struct bufferevent *bev;      /* the socket, closed when freed */
+    struct stream io;             /* the socket and its buffers, closed when freed */
     uint64_t serial;              /* 1, 2, ... for logs */
     int state;                    /* enum conn_state */
     int counted;                  /* counts against --max-conns */
@@ -298,7 +299,6 @@ struct conn {
     struct map reqs;              /* blocked requests by id: val struct req */
     TAILQ_HEAD(, req) reqlist;    /* the same requests, for walking */
     struct delivery_table dl;     /* unacked deliveries */
-    size_t watermark;             /* read low watermark now set, bytes */
     struct msg **pl;              /* payloads of the frame being taken */
     size_t npl;                   /* payloads taken into pl */
     size_t plcap;                 /* slots in pl */
@@ -320,6 +320,12 @@ struct conn {
 /* The flush event (needs broker.base); freed at exit. */
 int conn_init(void);
 void conn_fini(void);
+/*
+ * Write every connection's queued replies, one writev each. broker_run
+ * calls it at the end of each loop iteration; a program that runs the
+ * loop itself gets it from an event instead.
+ */
+void conn_flush_all(void);
 
 /* Accept fd from addr as a new connection (reject: answer BUSY and close). */
 void conn_accept(int fd, const struct sockaddr *addr, int addrlen, int reject);
@@ -541,6 +547,7 @@ struct broker {
     TAILQ_HEAD(, conn) reap;       /* connections to free on the next turn */
     struct event *reap_ev;         /* frees the reap list */
     int stopping;                  /* broker_shutdown ran */
+    int own_loop;                  /* broker_run drives the loop: it flushes, no flush event */
     unsigned char instance[16];    /* UUID of this process, in HELLO replies: changes on restart */
 };
 
@@ -564,6 +571,12 @@ void broker_shutdown(void);
  * broker_start made, at once. Harmless twice. broker_start may follow.
  */
 void broker_stop(void);
+/*
+ * Run the loop until event_base_loopexit or _loopbreak: one libevent
+ * iteration, then every reply it produced written (conn_flush_all), so
+ * a turn costs one epoll_wait and at most one write per connection.
+ */
+void broker_run(void);
 /* A connection was freed: when stopping and none is left, leave the loop. */
 void broker_conn_gone(void);
 /* Schedule the reap list to be freed. */

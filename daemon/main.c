@@ -272,7 +272,7 @@ int main(int argc, char **argv)
         return rc;
     }
 
-    event_base_dispatch(base);
+    broker_run();
 
     log_msg(LL_INFO, "exiting: %" PRIu64 " messages (%" PRIu64 " bytes) still held",
             msg_live_count(), msg_live_bytes());
