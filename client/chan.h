@@ -248,6 +248,10 @@ typedef struct chan_client chan_client_t;
  * keeps one session across reconnects; its channel handles stay valid
  * while the broker is the same process, and are opened again by name and
  * capacity on a broker that restarted.
+ * The first call raises glibc's malloc thresholds for the process (keep
+ * up to 32 MiB of freed heap, mmap only above 8 MiB), without which every
+ * large message is page-faulted in afresh; set CHAN_MALLOC_TUNE=0 in the
+ * environment to leave malloc as the program set it.
  * ERRORS: EINVAL (bad address), ENOTSUP, ECONNREFUSED/ECONNRESET
  * (unreachable within retry_ms), EACCES (token refused), ENOMEM.
  */

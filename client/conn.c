@@ -16,6 +16,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -875,6 +876,16 @@ static void conn_free(struct chan_client *cl)
     free(cl);
 }
 
+/* Once per process, unless the program said no (chan.h, chan_connect). */
+static void conn_tune_malloc(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    const char *v = getenv("CHAN_MALLOC_TUNE");
+
+    if (v == NULL || strcmp(v, "0") != 0)
+        pthread_once(&once, stream_tune_malloc);
+}
+
 chan_client_t *chan_connect(const char *addrs, const struct chan_opts *opts)
 {
     struct event_base *base = sched_base();
@@ -884,6 +895,7 @@ chan_client_t *chan_connect(const char *addrs, const struct chan_opts *opts)
 
     if (base == NULL)
         return NULL;
+    conn_tune_malloc();
     if (addrs == NULL || (opts != NULL && opts->retry_ms < 0)) {
         errno = EINVAL;
         return NULL;

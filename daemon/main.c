@@ -249,6 +249,7 @@ int main(int argc, char **argv)
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
     main_raise_nofile();
+    stream_tune_malloc();
 
     base = event_base_new();
     if (base == NULL || broker_start(base, &opt) < 0) {

@@ -10,6 +10,9 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
+#ifdef HAVE_MALLOC_H
+#include <malloc.h>
+#endif
 
 #include <event2/buffer.h>
 #include <event2/util.h>
@@ -266,4 +269,12 @@ void stream_close(struct stream *s)
     if (s->out != NULL)
         evbuffer_free(s->out);
     stream_init(s);
+}
+
+void stream_tune_malloc(void)
+{
+#if defined(HAVE_MALLOPT) && defined(M_TRIM_THRESHOLD) && defined(M_MMAP_THRESHOLD)
+    mallopt(M_MMAP_THRESHOLD, 8 << 20);
+    mallopt(M_TRIM_THRESHOLD, 32 << 20);
+#endif
 }

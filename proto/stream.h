@@ -96,6 +96,16 @@ size_t stream_pending(const struct stream *s);
 /* Stop everything, close the socket, free the buffers. Safe on a closed stream. */
 void stream_close(struct stream *s);
 
+/*
+ * Large messages pass through buffers of up to a frame each. glibc's
+ * default gives such a buffer back to the kernel as soon as it is freed
+ * (mmap above 128 KiB, heap trimming above a few MiB), so the next one is
+ * page-faulted in afresh: most of the time a 1 MiB message costs. This
+ * keeps up to 32 MiB of freed heap for reuse and maps only blocks over
+ * 8 MiB. Process-wide; a no-op where mallopt is missing.
+ */
+void stream_tune_malloc(void);
+
 /* A zeroed stream is closed; this sets fd -1 so stream_close knows. */
 void stream_init(struct stream *s);
 
