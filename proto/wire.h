@@ -95,4 +95,68 @@ int wire_take(struct evbuffer *in, size_t max_frame, const ProtobufCMessageDescr
               ProtobufCMessage **hdr, wire_take_fn *take, void *arg, size_t *npayload,
               size_t *need, char *err, size_t errlen);
 
+/* ---- frames, the fast path -------------------------------------------- */
+
+/*
+ * The hot frames (ClientFrame with no body, SEND, RECV, ACK or NACK;
+ * ServerFrame with no body, SEND or RECV reply) are encoded and decoded by
+ * a varint codec in wire.c; every other frame, and any frame that codec is
+ * unsure of (an unknown field, an unexpected wire type, a field given
+ * twice, unpacked repeated values, a varint wider than its field), goes
+ * through protobuf-c. Both give the same bytes and the same decoded
+ * values; only the allocation of a decoded header differs:
+ *
+ * - hand-decoded: ONE malloc'd block holding the frame struct, its body
+ *   sub-message, its repeated arrays and its error string. It is marked by
+ *   base.n_unknown_fields == 0 and base.unknown_fields pointing at a static
+ *   sentinel in wire.c (protobuf-c only ever stores NULL or a heap pointer
+ *   there). protobuf_c_message_free_unpacked must never see it.
+ * - protobuf-c: as protobuf_c_message_unpack returns it.
+ *
+ * Either way the header reads exactly like protobuf-c's unpacked message
+ * (same struct types, sub-messages, arrays, body_case; payload field
+ * empty), is owned by the caller of wire_read, may be kept for as long as
+ * the caller likes, and is freed only by wire_hdr_free. Its fields must
+ * not be re-pointed at other memory or stolen.
+ */
+
+/*
+ * Payload callback of wire_read, called once per payload in order. Exactly
+ * one of data and src is non-NULL:
+ * - data: the payload's len bytes, contiguous, valid only during the call
+ *   (copy what you keep; they sit in wire_read's input, which the callee
+ *   must not touch). Frames that fit 64 KiB, or already lie in one extent
+ *   of the input, come this way.
+ * - src: an evbuffer whose first len bytes are the payload (larger frames,
+ *   so big payloads are never copied here): remove them as with
+ *   wire_take_fn (evbuffer_remove_buffer moves whole chains).
+ * Return 0, or -1 to fail the frame (wire_read then skips the remaining
+ * payloads and drains the frame).
+ */
+typedef int wire_payload_fn(void *arg, size_t index, const void *data, struct evbuffer *src,
+                            size_t len);
+
+/*
+ * wire_take with the fast decoder and wire_payload_fn; same return
+ * contract (1: a frame, 0: *need bytes are needed, -1: broken stream, err
+ * says why). On 1, *hdr must be freed with wire_hdr_free. On 0 and -1,
+ * *hdr is NULL.
+ */
+int wire_read(struct evbuffer *in, size_t max_frame, const ProtobufCMessageDescriptor *desc,
+              ProtobufCMessage **hdr, wire_payload_fn *take, void *arg, size_t *npayload,
+              size_t *need, char *err, size_t errlen);
+
+/* Free a header from wire_read, of either kind. NULL does nothing. */
+void wire_hdr_free(ProtobufCMessage *hdr);
+
+/* 1 if hdr was decoded by wire.c's own codec (one block), 0 if by protobuf-c. */
+int wire_hdr_is_block(const ProtobufCMessage *hdr);
+
+/*
+ * wire_put with the fast encoder: same contract, byte for byte the same
+ * output. wire_put is now this function.
+ */
+int wire_write(struct evbuffer *out, const ProtobufCMessage *hdr,
+               const struct wire_payload *pl, size_t n);
+
 #endif /* CHAN_WIRE_H */
