@@ -722,7 +722,7 @@ START_TEST(test_a_frame_dribbled_byte_by_byte_is_understood)
     f.body_case = CHANWIRE__CLIENT_FRAME__BODY_SEND;
     f.send = &s;
     ck_assert_ptr_nonnull(out);
-    ck_assert_int_eq(wire_put(out, &f.base, &pl, 1), 0);
+    ck_assert_int_eq(wire_write(out, &f.base, &pl, 1), 0);
     size_t len = evbuffer_get_length(out);
     const uint8_t *p = evbuffer_pullup(out, -1);
     for (size_t i = 0; i < len; i++) {

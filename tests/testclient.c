@@ -1,6 +1,6 @@
 /*
  * testclient.c: the blocking protocol client and chand launcher behind the
- * broker integration tests. Frames go through wire_put/wire_take on
+ * broker integration tests. Frames go through wire_write/wire_read on
  * evbuffers filled from plain blocking sockets; every wait is a poll with a
  * deadline, so a silent broker fails a test instead of hanging it.
  */
@@ -271,7 +271,7 @@ void tc_reply_free(struct tc_reply *r)
     if (r == NULL)
         return;
     if (r->f != NULL)
-        protobuf_c_message_free_unpacked(&r->f->base, NULL);
+        wire_hdr_free(&r->f->base);
     for (size_t i = 0; i < r->n; i++)
         free(r->pl[i].data);
     free(r->pl);
@@ -327,7 +327,7 @@ int tc_write_frame(struct tc_conn *c, const Chanwire__ClientFrame *f, const stru
     int rc = -1;
 
     ck_assert_msg(out != NULL, "out of memory");
-    ck_assert_msg(wire_put(out, &f->base, pl, n) == 0, "wire_put refused a frame");
+    ck_assert_msg(wire_write(out, &f->base, pl, n) == 0, "wire_write refused a frame");
     size_t len = evbuffer_get_length(out);
     uint8_t *p = evbuffer_pullup(out, -1);
     ck_assert_msg(p != NULL || len == 0, "out of memory");
@@ -336,8 +336,8 @@ int tc_write_frame(struct tc_conn *c, const Chanwire__ClientFrame *f, const stru
     return rc;
 }
 
-/* wire_take callback: copy payload index out of src into the reply being built. */
-static int tc_take_payload(void *arg, size_t index, struct evbuffer *src, size_t len)
+/* wire_read callback: copy payload index (from data, or out of src) into the reply being built. */
+static int tc_take_payload(void *arg, size_t index, const void *data, struct evbuffer *src, size_t len)
 {
     struct tc_reply *r = arg;
     struct tc_msg *pl = realloc(r->pl, (index + 1) * sizeof *pl);
@@ -351,8 +351,12 @@ static int tc_take_payload(void *arg, size_t index, struct evbuffer *src, size_t
     if (pl[index].data == NULL)
         return -1;
     pl[index].len = len;
-    if (len > 0 && evbuffer_remove(src, pl[index].data, len) != (int)len)
+    if (data != NULL) {
+        if (len > 0)
+            memcpy(pl[index].data, data, len);
+    } else if (len > 0 && evbuffer_remove(src, pl[index].data, len) != (int)len) {
         return -1;
+    }
     return 0;
 }
 
@@ -364,7 +368,7 @@ int tc_take(struct tc_conn *c, struct tc_reply *r)
     int rc;
 
     memset(r, 0, sizeof *r);
-    rc = wire_take(c->in, TC_FRAME_MAX, &chanwire__server_frame__descriptor, &hdr, tc_take_payload, r, &np,
+    rc = wire_read(c->in, TC_FRAME_MAX, &chanwire__server_frame__descriptor, &hdr, tc_take_payload, r, &np,
                    &need, err, sizeof err);
     if (rc < 0) {
         fprintf(stderr, "testclient: broken frame from chand: %s\n", err);

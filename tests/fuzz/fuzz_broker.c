@@ -184,10 +184,11 @@ static void fuzz_wait(void)
     fuzz_settle();
 }
 
-static int fuzz_drain_payload(void *arg, size_t index, struct evbuffer *src, size_t len)
+static int fuzz_drain_payload(void *arg, size_t index, const void *data, struct evbuffer *src,
+                              size_t len)
 {
-    (void)arg, (void)index;
-    return evbuffer_drain(src, len);
+    (void)arg, (void)index, (void)data;
+    return src != NULL ? evbuffer_drain(src, len) : 0;
 }
 
 /*
@@ -200,7 +201,7 @@ static void fuzz_take_all(struct peer *p, int record)
         ProtobufCMessage *hdr = NULL;
         size_t npl = 0, need = 0;
         char err[160];
-        int rc = wire_take(p->in, broker.max_frame, &chanwire__server_frame__descriptor, &hdr,
+        int rc = wire_read(p->in, broker.max_frame, &chanwire__server_frame__descriptor, &hdr,
                            fuzz_drain_payload, NULL, &npl, &need, err, sizeof err);
 
         if (rc == 0)
@@ -219,7 +220,7 @@ static void fuzz_take_all(struct peer *p, int record)
                          sf->error ? sf->error : "");
             p->status[sf->id] = sf->status;
         }
-        protobuf_c_message_free_unpacked(hdr, NULL);
+        wire_hdr_free(hdr);
     }
 }
 
@@ -254,7 +255,7 @@ static void fuzz_request(struct peer *p, Chanwire__ClientFrame *f, const void *p
     struct evbuffer *out = evbuffer_new();
     struct wire_payload pl = {.data = payload, .len = plen};
 
-    if (out == NULL || wire_put(out, &f->base, &pl, payload != NULL) < 0)
+    if (out == NULL || wire_write(out, &f->base, &pl, payload != NULL) < 0)
         fuzz_die("cannot build request %llu", (unsigned long long)f->id);
     fuzz_write(p, evbuffer_pullup(out, -1), evbuffer_get_length(out));
     evbuffer_free(out);

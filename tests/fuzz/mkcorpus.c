@@ -37,8 +37,8 @@ static void corpus_frame(Chanwire__ClientFrame *f, const char *const *payloads, 
         n = sizeof pl / sizeof pl[0];
     for (size_t i = 0; i < n; i++)
         pl[i] = (struct wire_payload){.data = payloads[i], .len = strlen(payloads[i])};
-    if (wire_put(cur, &f->base, pl, n) < 0)
-        corpus_die("wire_put");
+    if (wire_write(cur, &f->base, pl, n) < 0)
+        corpus_die("wire_write");
 }
 
 /*
