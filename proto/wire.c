@@ -241,15 +241,21 @@ static int64_t unzigzag(uint64_t v)
  */
 static inline int rd64(const uint8_t *p, size_t end, size_t *i, uint64_t *v)
 {
+    size_t k = *i;   /* a local: stores through p could alias *i */
     uint64_t x = 0;
 
-    for (unsigned s = 0, k = 0; *i + k < end; s += 7, k++) {
-        uint8_t b = p[*i + k];
+    if (k < end && p[k] < 0x80) {
+        *v = p[k];
+        *i = k + 1;
+        return 1;
+    }
+    for (unsigned s = 0; k < end; s += 7) {
+        uint8_t b = p[k++];
         if (s == 63 && b > 1)
             return 0;
         x |= (uint64_t)(b & 0x7f) << s;
         if (!(b & 0x80)) {
-            *i += k + 1;
+            *i = k;
             *v = x;
             return 1;
         }
@@ -635,7 +641,7 @@ static inline void enc_varint(struct enc *o, uint64_t v)
 }
 
 /* A scalar field; proto3 leaves zero values out. */
-static void enc_field(struct enc *o, unsigned tag, uint64_t v)
+static inline void enc_field(struct enc *o, unsigned tag, uint64_t v)
 {
     if (v != 0) {
         enc_varint(o, tag);
@@ -983,7 +989,26 @@ static size_t head_end(const uint8_t *p, size_t n)
 static int payload_next(const uint8_t *p, size_t n, size_t *off, size_t *start, size_t *len)
 {
     uint64_t tag, l;
-    size_t k = varint_get(p + *off, n - *off, &tag), m;
+    size_t k, m;
+
+    /* as our peers write them: a2 06 and a length under 16 KiB */
+    if (n - *off >= 4 && p[*off] == 0xa2 && p[*off + 1] == 0x06) {
+        size_t at = *off + 2;
+        if (p[at] < 0x80)
+            l = p[at++];
+        else if (p[at + 1] < 0x80)
+            l = (size_t)(p[at] & 0x7f) | (size_t)p[at + 1] << 7, at += 2;
+        else
+            goto slow;
+        if (l > n - at)
+            return 0;
+        *start = at;
+        *len = (size_t)l;
+        *off = at + (size_t)l;
+        return 1;
+    }
+slow:
+    k = varint_get(p + *off, n - *off, &tag);
 
     if (k == 0 || tag != PAYLOAD_TAG)
         return 0;
@@ -1128,12 +1153,13 @@ static int read_chains(struct evbuffer *in, size_t n, const ProtobufCMessageDesc
     /* Everything after the header must be payload fields, exactly to the end. */
     struct evbuffer_ptr pos;
     count = 0;
-    for (off = hlen; off < n; count++) {
+    off = hlen;
+    if (off < n && evbuffer_ptr_set(in, &pos, WIRE_LEN_BYTES + off, EVBUFFER_PTR_SET) < 0)
+        off = SIZE_MAX;
+    while (off < n) {
         uint8_t pre[12];
         uint64_t len;
         size_t k, m;
-        if (evbuffer_ptr_set(in, &pos, WIRE_LEN_BYTES + off, EVBUFFER_PTR_SET) < 0)
-            break;
         size_t want = n - off < sizeof pre ? n - off : sizeof pre;
         if (evbuffer_copyout_from(in, &pos, pre, want) != (ev_ssize_t)want)
             break;
@@ -1144,6 +1170,10 @@ static int read_chains(struct evbuffer *in, size_t n, const ProtobufCMessageDesc
         if (m == 0 || len > n - off - k - m)
             break;
         off += k + m + (size_t)len;
+        count++;
+        /* step from here, not from the buffer's start: one walk over the chains in all */
+        if (off < n && evbuffer_ptr_set(in, &pos, k + m + (size_t)len, EVBUFFER_PTR_ADD) < 0)
+            break;
     }
     if (off != n)
         return take_whole(in, n, desc, hdr, t, npayload, err, errlen);

@@ -1556,6 +1556,11 @@ static int bench_take(void *arg, size_t index, const void *data, struct evbuffer
     return evbuffer_remove(src, bench_sink, len < sizeof bench_sink ? len : sizeof bench_sink) < 0 ? -1 : 0;
 }
 
+static double least(double a, double b)
+{
+    return a < b ? a : b;
+}
+
 static double now_ns(void)
 {
     struct timespec ts;
@@ -1620,6 +1625,10 @@ START_TEST(test_benchmark_old_and_new_frame_paths)
 #else
     size_t rounds = 300000;
 #endif
+    if (getenv("WIRE_BENCH_ROUNDS") != NULL)
+        rounds = strtoul(getenv("WIRE_BENCH_ROUNDS"), NULL, 0);
+    if (rounds < 100)
+        rounds = 100;
     static uint64_t tags[100];
     static uint32_t dl[100];
     static struct wire_payload pl[100];
@@ -1650,17 +1659,34 @@ START_TEST(test_benchmark_old_and_new_frame_paths)
     sf.body_case = CHANWIRE__SERVER_FRAME__BODY_RECV;
     sf.recv = &rr;
 
-    /* warm both paths, then alternate so neither gets the quieter moment */
-    bench_one(&cf.base, pl, 1, rounds / 10, 0);
-    bench_one(&cf.base, pl, 1, rounds / 10, 1);
-    double old1 = bench_one(&cf.base, pl, 1, rounds, 0);
-    double new1 = bench_one(&cf.base, pl, 1, rounds, 1);
-    double old100 = bench_one(&sf.base, pl, 100, rounds / 20, 0);
-    double new100 = bench_one(&sf.base, pl, 100, rounds / 20, 1);
-    printf("bench: SEND + one 64 B payload, encode+decode: old %.0f ns, new %.0f ns (%.1fx)\n", old1, new1,
-           old1 / new1);
-    printf("bench: RECV reply, 100 tags + 100 x 64 B, encode+decode: old %.0f ns, new %.0f ns (%.1fx)\n",
-           old100, new100, old100 / new100);
+    /*
+     * The best of several alternating runs: other processes on the machine
+     * only ever add time. WIRE_BENCH=old or new runs that path alone, for
+     * perf stat and the like.
+     */
+    const char *only = getenv("WIRE_BENCH");
+    int run_old = only == NULL || strcmp(only, "new") != 0;
+    int run_new = only == NULL || strcmp(only, "old") != 0;
+    double old1 = 1e300, new1 = 1e300, old100 = 1e300, new100 = 1e300;
+    for (int r = 0; r < 5; r++) {
+        if (run_old) {
+            old1 = least(old1, bench_one(&cf.base, pl, 1, rounds / 5, 0));
+            old100 = least(old100, bench_one(&sf.base, pl, 100, rounds / 100, 0));
+        }
+        if (run_new) {
+            new1 = least(new1, bench_one(&cf.base, pl, 1, rounds / 5, 1));
+            new100 = least(new100, bench_one(&sf.base, pl, 100, rounds / 100, 1));
+        }
+    }
+    if (run_old && run_new) {
+        printf("bench: SEND + one 64 B payload, encode+decode: old %.0f ns, new %.0f ns (%.1fx)\n", old1,
+               new1, old1 / new1);
+        printf("bench: RECV reply, 100 tags + 100 x 64 B, encode+decode: old %.0f ns, new %.0f ns (%.1fx)\n",
+               old100, new100, old100 / new100);
+    } else {
+        printf("bench (%s path only): SEND + one 64 B payload %.0f ns; RECV reply of 100 %.0f ns\n",
+               run_old ? "old" : "new", run_old ? old1 : new1, run_old ? old100 : new100);
+    }
     fflush(stdout);
     ck_assert_uint_gt(bench_bytes, 0);
 }
