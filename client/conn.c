@@ -110,7 +110,7 @@ static int conn_write(struct chan_client *cl, Chanwire__ClientFrame *f,
     }
     f->acks = cl->acks;
     f->n_acks = cl->nacks;
-    rc = wire_put(cl->io.out, &f->base, pl, npl);
+    rc = wire_write(cl->io.out, &f->base, pl, npl);
     f->acks = NULL;
     f->n_acks = 0;
     if (rc < 0) {
@@ -184,8 +184,8 @@ static void conn_settle(struct chan_client *cl, uint64_t tag, int nack)
 
 /* ---- reading --------------------------------------------------------- */
 
-/* wire_take callback: copy one payload into a block of its own. */
-static int conn_take(void *arg, size_t index, struct evbuffer *src, size_t len)
+/* wire_read callback: copy one payload into a block of its own. */
+static int conn_take(void *arg, size_t index, const void *data, struct evbuffer *src, size_t len)
 {
     struct chan_client *cl = arg;
     struct conn_blk *b;
@@ -203,8 +203,11 @@ static int conn_take(void *arg, size_t index, struct evbuffer *src, size_t len)
     b->len = len;
     b->data = malloc(len + 1);
     if (b->data == NULL)
-        return 0; /* wire_take drains the bytes; the request gets ENOMEM, the message a NACK */
-    evbuffer_remove(src, b->data, len);
+        return 0; /* wire_read drains the bytes; the request gets ENOMEM, the message a NACK */
+    if (data != NULL)
+        memcpy(b->data, data, len);
+    else
+        evbuffer_remove(src, b->data, len);
     ((char *)b->data)[len] = '\0';
     return 0;
 }
@@ -290,7 +293,7 @@ static void conn_reply(struct chan_client *cl, Chanwire__ServerFrame *f)
         (cl->state == CONN_HELLO && f->status == CHANWIRE__STATUS__STATUS_UNAUTHORIZED)) {
         conn_rx_free(cl);
         conn_hello_reply(cl, f);
-        protobuf_c_message_free_unpacked(&f->base, NULL);
+        wire_hdr_free(&f->base);
         return;
     }
     r = f->id != 0 ? conn_table_take(cl, f->id) : NULL;
@@ -314,7 +317,7 @@ static void conn_reply(struct chan_client *cl, Chanwire__ServerFrame *f)
         if (fatal)
             fprintf(stderr, "libchanclient: broker closed the connection: %s\n",
                     f->error != NULL && f->error[0] ? f->error : wire_status_text(f->status));
-        protobuf_c_message_free_unpacked(&f->base, NULL);
+        wire_hdr_free(&f->base);
         if (fatal)
             conn_lost(cl, EPROTO);
         return;
@@ -372,7 +375,7 @@ static void conn_read(struct chan_client *cl)
         int rc;
 
         cl->nrx = 0;
-        rc = wire_take(in, WIRE_FRAME_MAX(cl->max_msg), &chanwire__server_frame__descriptor, &hdr,
+        rc = wire_read(in, WIRE_FRAME_MAX(cl->max_msg), &chanwire__server_frame__descriptor, &hdr,
                        conn_take, cl, &np, &need, err, sizeof err);
         if (rc == 0) {
             cl->io.want = need;
@@ -600,7 +603,7 @@ void conn_req_init(struct conn_req *r, Chanwire__ClientFrame *f, const struct wi
 void conn_req_done(struct conn_req *r)
 {
     if (r->reply != NULL)
-        protobuf_c_message_free_unpacked(&r->reply->base, NULL);
+        wire_hdr_free(&r->reply->base);
     r->reply = NULL;
     for (size_t i = 0; i < r->nblk; i++)
         free(r->blk[i].data);

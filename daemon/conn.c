@@ -222,8 +222,8 @@ void conn_accept(int fd, const struct sockaddr *addr, int addrlen, int reject)
     log_msg(LL_DEBUG, "conn %" PRIu64 " (%s): connected", c->serial, c->peer);
 }
 
-/* wire_take's payload callback: each payload of the frame becomes a msg in c->pl. */
-static int conn_take(void *arg, size_t index, struct evbuffer *src, size_t len)
+/* wire_read's payload callback: each payload of the frame becomes a msg in c->pl. */
+static int conn_take(void *arg, size_t index, const void *data, struct evbuffer *src, size_t len)
 {
     struct conn *c = arg;
     struct msg *m;
@@ -235,7 +235,7 @@ static int conn_take(void *arg, size_t index, struct evbuffer *src, size_t len)
         struct msg **pl = realloc(c->pl, cap * sizeof *pl);
         if (pl == NULL) {
             c->pl_nomem = 1;
-            return 0;   /* wire_take drains the bytes */
+            return 0;   /* wire_read drains the bytes */
         }
         c->pl = pl;
         c->plcap = cap;
@@ -249,7 +249,8 @@ static int conn_take(void *arg, size_t index, struct evbuffer *src, size_t len)
         c->pl_oversize = 1;
         return 0;
     }
-    m = msg_take(src, len);
+    /* Small frames come as bytes in place; large payloads as chains to move, not copy. */
+    m = data != NULL ? msg_new(data, len) : msg_take(src, len);
     if (m == NULL) {
         c->pl_nomem = 1;
         return 0;
@@ -277,7 +278,7 @@ static void conn_read(struct conn *c)
         char err[160];
         int rc;
 
-        rc = wire_take(in, broker.max_frame, &chanwire__client_frame__descriptor, &hdr,
+        rc = wire_read(in, broker.max_frame, &chanwire__client_frame__descriptor, &hdr,
                        conn_take, c, &npl, &need, err, sizeof err);
         if (rc == 0) {
             conn_free_payloads(c);
@@ -291,7 +292,7 @@ static void conn_read(struct conn *c)
         }
         c->frames_in++;
         dispatch_frame(c, (Chanwire__ClientFrame *)hdr);
-        protobuf_c_message_free_unpacked(hdr, NULL);
+        wire_hdr_free(hdr);
         conn_free_payloads(c);
     }
     /* Part of a frame is waiting: it must become whole within the idle timeout. */
@@ -500,7 +501,7 @@ int conn_reply(struct conn *c, Chanwire__ServerFrame *f, const struct wire_paylo
         return 0;
     out = c->io.out;
     before = evbuffer_get_length(out);
-    if (wire_put(out, &f->base, pl, n) < 0) {
+    if (wire_write(out, &f->base, pl, n) < 0) {
         if (evbuffer_get_length(out) == before && f->status == CHANWIRE__STATUS__STATUS_OK) {
             conn_reply_too_big(c, f->id);
             return -1;
