@@ -96,7 +96,7 @@ void chan_msg_free(chan_msg_t *msg)
     if ((msg->priv_flags & (MSG_LEASED | MSG_REMOTE)) == MSG_LEASED)
         local_lease_release(msg);
     else
-        free(msg->priv_owner);
+        blk_free(msg->priv_owner, MSG_CLS(msg->priv_flags));
     memset(msg, 0, sizeof *msg);
 }
 

@@ -213,6 +213,29 @@ void sched_undefer(struct sched_hook *h);
 /* Print every coroutine of this thread (id, state, label) to stderr. */
 void sched_dump(void);
 
+/* ---- blk.c: per-thread cache of message blocks ----------------------- */
+
+/*
+ * A block of at least size bytes, or NULL (malloc failed; errno ENOMEM).
+ * *cls is set to the block's size class, which blk_free needs back: 0 for
+ * a plain malloc'd block (too big to cache, or a sanitizer build), else
+ * 1..255. The caller owns the block and gives it back with blk_free, on
+ * any thread; class 0 blocks may also go to free().
+ */
+void *blk_alloc(size_t size, unsigned *cls);
+
+/* Give back a block from blk_alloc with its class; NULL is a no-op. */
+void blk_free(void *p, unsigned cls);
+
+/*
+ * The scheduler's thread setup and teardown: turn this thread's cache on,
+ * and off again, freeing every block it holds. Without a cache blk_free
+ * goes to free(). The thread that calls exit() (main() returning) never
+ * gets sched_destroy; blk.c empties its cache from a destructor instead.
+ */
+void blk_thread_init(void);
+void blk_thread_exit(void);
+
 /* ---- chan.c: one handle type, two kinds ------------------------------ */
 
 /*
@@ -245,16 +268,23 @@ struct chan {
 
 /*
  * Received messages: the kind allocates one block holding the payload
- * (NUL-terminated) and sets msg->data, msg->len, msg->deliveries and
- * msg->priv_owner to the block; chan_msg_free frees priv_owner, except
- * for a local leased message (MSG_LEASED without MSG_REMOTE), whose
- * priv_owner is its struct local_lease, released by local_lease_release.
- * A remote leased message also has priv_tag (its delivery tag), priv_peer
- * (its struct chan_client) and priv_epoch (the connection that delivered it).
+ * (NUL-terminated) with blk_alloc and sets msg->data, msg->len,
+ * msg->deliveries, msg->priv_owner to the block and the block's class in
+ * bits 8..15 of msg->priv_flags (MSG_WITH_CLS); chan_msg_free gives
+ * priv_owner back with blk_free and that class (never derived from the
+ * public len), except for a local leased message (MSG_LEASED without
+ * MSG_REMOTE), whose priv_owner is its struct local_lease, released by
+ * local_lease_release. A remote leased message also has priv_tag (its
+ * delivery tag), priv_peer (its struct chan_client) and priv_epoch (the
+ * connection that delivered it).
  */
 #define MSG_LEASED 0x1u   /* from chan_recv_lease: chan_ack/chan_nack apply */
 #define MSG_REMOTE 0x2u   /* delivered by chand */
 #define MSG_SETTLED 0x4u  /* remote: chan_ack/chan_nack got an answer (or the lease is lost) */
+/* blk_alloc class of priv_owner, kept in priv_flags bits 8..15 */
+#define MSG_CLS(flags) ((unsigned)(((flags) >> 8) & 0xffu))
+#define MSG_WITH_CLS(flags, cls) \
+    ((uint32_t)(((flags) & ~(uint32_t)0xff00u) | (((uint32_t)(cls) & 0xffu) << 8)))
 
 /* ---- local.c: local channels on core/ -------------------------------- */
 extern const struct chan_ops local_ops;

@@ -1,10 +1,11 @@
 /*
  * local.c: channels in one thread's memory, run by the same core state
  * machine as the broker's, so their semantics match by construction. A
- * message is one malloc'd block (the core's header, the payload, a NUL):
- * a send copies the caller's bytes once and a recv hands the block itself
- * to the receiver. Waiters live on the blocked coroutine's stack and their
- * done callbacks only wake it; the coroutine reads its result when it runs.
+ * message is one block from blk.c's per-thread cache (the core's header,
+ * the payload, a NUL): a send copies the caller's bytes once and a recv
+ * hands the block itself to the receiver. Waiters live on the blocked
+ * coroutine's stack and their done callbacks only wake it; the coroutine
+ * reads its result when it runs.
  *
  * Local channels are not reference-counted: one handle, shared by the
  * thread's coroutines, freed once by chan_free. Freeing a channel that a
@@ -23,6 +24,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,13 +52,16 @@ struct local_chan {
 };
 
 /*
- * A message block. Ownership: the sender until core takes it, then the
- * channel, then the receiver's chan_msg_t (priv_owner), freed by
- * chan_msg_free.
+ * A message block from blk_alloc. Ownership: the sender until core takes
+ * it, then the channel, then the receiver's chan_msg_t (priv_owner, with
+ * cls in its priv_flags), freed by chan_msg_free; every other free is
+ * local_msg_free.
  */
 struct local_msg {
     struct core_msg m;         /* the core's header; m.len payload bytes */
-    char data[];               /* payload, then a NUL */
+    unsigned char cls;         /* blk_alloc's class of this block */
+    /* payload, then a NUL; aligned as malloc's blocks, since callers cast it */
+    _Alignas(max_align_t) char data[];
 };
 
 /*
@@ -75,7 +80,9 @@ struct local_lease {
     int64_t ends;              /* chan_now() at which the lease ends */
     int refs;                  /* 1 for the receiver's msg, 1 while held */
     int gone;                  /* ended because its channel was freed */
-    char data[];               /* the receiver's copy of the payload, then a NUL */
+    unsigned char cls;         /* blk_alloc's class of this struct */
+    /* the receiver's copy of the payload, then a NUL; aligned as in local_msg */
+    _Alignas(max_align_t) char data[];
 };
 
 static _Thread_local int local_seeded;
@@ -88,13 +95,15 @@ static struct local_msg *local_msg_of(struct core_msg *m)
 /* A block holding a copy of len bytes at data, or NULL (ENOMEM). */
 static struct local_msg *local_msg_new(const void *data, size_t len)
 {
-    struct local_msg *lm = malloc(sizeof *lm + len + 1);
+    unsigned cls;
+    struct local_msg *lm = blk_alloc(offsetof(struct local_msg, data) + len + 1, &cls);
 
     if (!lm) {
         errno = ENOMEM;
         return NULL;
     }
     memset(&lm->m, 0, sizeof lm->m);
+    lm->cls = (unsigned char)cls;
     lm->m.len = len;
     if (len)
         memcpy(lm->data, data, len);
@@ -102,10 +111,17 @@ static struct local_msg *local_msg_new(const void *data, size_t len)
     return lm;
 }
 
+static void local_msg_free(struct core_msg *m)
+{
+    struct local_msg *lm = local_msg_of(m);
+
+    blk_free(lm, lm->cls);
+}
+
 static void local_msg_destroy(struct core_msg *m, void *arg)
 {
     (void)arg;
-    free(local_msg_of(m));
+    local_msg_free(m);
 }
 
 /* Give a received block to msg: ownership moves to the caller. */
@@ -116,7 +132,7 @@ static void local_msg_give(chan_msg_t *msg, struct core_msg *m)
     msg->data = lm->data;
     msg->len = m->len;
     msg->deliveries = m->deliveries;
-    msg->priv_flags = 0;
+    msg->priv_flags = MSG_WITH_CLS(0, lm->cls);
     msg->priv_tag = 0;
     msg->priv_owner = lm;
     msg->priv_peer = NULL;
@@ -259,7 +275,7 @@ static int local_send_msg(struct local_chan *lc, struct coro *self, const void *
         st = w.status;
     }
     if (st != 0)
-        free(lm); /* not delivered: still ours */
+        local_msg_free(&lm->m); /* not delivered: still ours */
     return st;
 }
 
@@ -366,7 +382,7 @@ static int local_recv_many(chan_t *ch, chan_msg_t *msgs, int n, int64_t deadline
 static void local_lease_unref(struct local_lease *l)
 {
     if (--l->refs == 0)
-        free(l);
+        blk_free(l, l->cls);
 }
 
 /* Take l off its channel's list and stop its timer: it is no longer held. */
@@ -401,7 +417,7 @@ static void local_lease_end(struct local_lease *l, int ack)
     local_lease_detach(l);
     if (ack) {
         core_ack(&lc->core, m);
-        free(local_msg_of(m));
+        local_msg_free(m);
     } else if (core_nack(&lc->core, m) != 0) {
         /* only a destroyed channel hands the block back, and chan_free ends leases first */
         fprintf(stderr, "chan: nack on a local channel that was freed\n");
@@ -440,6 +456,7 @@ static int local_recv_lease(chan_t *ch, chan_msg_t *msg, int64_t lease_ms, int64
     struct local_lease *l;
     struct core_msg *m;
     struct coro *self;
+    unsigned cls;
     int st;
 
     local_msg_clear(msg);
@@ -452,9 +469,9 @@ static int local_recv_lease(chan_t *ch, chan_msg_t *msg, int64_t lease_ms, int64
         errno = st;
         return -1;
     }
-    l = malloc(sizeof *l + m->len + 1);
+    l = blk_alloc(offsetof(struct local_lease, data) + m->len + 1, &cls);
     if (l && !(l->timer = evtimer_new(sched_base(), local_lease_expire, l))) {
-        free(l);
+        blk_free(l, cls);
         l = NULL;
     }
     if (!l) {
@@ -466,6 +483,7 @@ static int local_recv_lease(chan_t *ch, chan_msg_t *msg, int64_t lease_ms, int64
     l->m = m;
     l->refs = 2;
     l->gone = 0;
+    l->cls = (unsigned char)cls;
     memcpy(l->data, local_msg_of(m)->data, m->len + 1);
     l->prev = NULL;
     l->next = lc->leases;
@@ -548,7 +566,7 @@ static void local_free(chan_t *ch)
         struct core_msg *m = l->m;
 
         local_lease_detach(l);
-        free(local_msg_of(m));
+        local_msg_free(m);
         l->gone = 1;
         local_lease_unref(l);
     }
@@ -637,7 +655,7 @@ static int local_select(struct chan_case *cases, int n, int64_t deadline)
     }
     for (i = 0; i < n; i++)
         if (ws[i].op == CORE_SEND && ws[i].msg)
-            free(local_msg_of(ws[i].msg));
+            local_msg_free(ws[i].msg);
     if (ws != small)
         free(ws);
     if (cases[idx].op == CHAN_SEND && st != 0)
@@ -647,7 +665,7 @@ static int local_select(struct chan_case *cases, int n, int64_t deadline)
 out:
     for (i = 0; i < n; i++)
         if (ws[i].op == CORE_SEND && ws[i].msg)
-            free(local_msg_of(ws[i].msg));
+            local_msg_free(ws[i].msg);
     if (ws != small)
         free(ws);
     errno = err;

@@ -419,6 +419,7 @@ static void sched_destroy(void *arg)
     if (!s)
         return;
     sched_tls = NULL;
+    blk_thread_exit();
     /* A thread that exits from a coroutine stack cannot free them safely. */
     if (s->cur != &s->main)
         return;
@@ -496,6 +497,7 @@ static struct sched *sched_init(void)
         goto fail_timer;
     if (coro_thread_init(&s->main) != 0)
         goto fail_timer;
+    blk_thread_init();
     /* Opt-in, since a library should not take SIGQUIT's core dump away. */
     if (getenv("CHAN_SIGQUIT_DUMP") && !sched_quit_taken++) {
         s->quit = evsignal_new(s->base, SIGQUIT, sched_quit_cb, s);

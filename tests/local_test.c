@@ -3,11 +3,13 @@
  * buffered FIFO, close, select, deadlines and cancel on local channels,
  * argument errors of the public calls. The full semantic suite runs the
  * rules of DESIGN.md section 1 against every kind of channel; this one
- * pins the glue between coroutines and the core. Also prints the cost of
- * an unbuffered hand-off.
+ * pins the glue between coroutines and the core, and the message blocks'
+ * memory across sizes and free orders. Also prints the cost of an
+ * unbuffered hand-off.
  */
 #include <check.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -414,6 +416,206 @@ START_TEST(test_bad_arguments_are_einval)
 }
 END_TEST
 
+/* ---- message blocks of every size ------------------------------------ */
+
+/*
+ * Sizes 0..SIZES_MAX cross every block size class of the library's cache
+ * and its upper bound, so blocks of one class are reused for messages of
+ * another size only within the class. Each payload's bytes depend on its
+ * size and a round number, so a reused block that kept stale bytes, was
+ * handed out twice, or is too short for its message shows up.
+ */
+#define SIZES_MAX 2000
+#define SIZES (SIZES_MAX + 1)
+#define SIZES_STRIDE 7919 /* prime, not a factor of SIZES: i * STRIDE % SIZES is a permutation */
+
+static unsigned char size_byte(size_t size, size_t j, int round)
+{
+    return (unsigned char)(j * 131 + size * 7 + (size_t)round * 29 + 1);
+}
+
+static void size_fill(unsigned char *buf, size_t size, int round)
+{
+    for (size_t j = 0; j < size; j++)
+        buf[j] = size_byte(size, j, round);
+}
+
+/* Every byte of m is the payload of a message of size bytes sent in round. */
+static void size_check(const chan_msg_t *m, size_t size, int round)
+{
+    const unsigned char *p = m->data;
+    size_t j;
+
+    ck_assert_uint_eq(m->len, size);
+    /* callers cast the payload to their own types, as they would a malloc'd block */
+    ck_assert_uint_eq((uintptr_t)m->data % _Alignof(max_align_t), 0);
+    for (j = 0; j < size && p[j] == size_byte(size, j, round); j++)
+        ;
+    ck_assert_msg(j == size, "size %zu round %d: byte %zu differs", size, round, j);
+    ck_assert_int_eq(p[size], '\0');
+}
+
+/* Send sizes 0..SIZES_MAX in order on ch (cap 0 or more), for a coroutine. */
+struct size_sender {
+    chan_t *ch;
+    int round;
+    int failed;
+};
+
+static void size_sender_fn(void *arg)
+{
+    struct size_sender *ss = arg;
+    unsigned char buf[SIZES_MAX];
+
+    for (size_t size = 0; size < SIZES; size++) {
+        size_fill(buf, size, ss->round);
+        if (chan_send(ss->ch, buf, size, -1) != 0)
+            ss->failed = 1;
+    }
+}
+
+START_TEST(test_buffered_messages_of_every_size_keep_their_bytes)
+{
+    chan_t *ch = chan_make(SIZES);
+    chan_msg_t *msgs = calloc(SIZES, sizeof *msgs);
+    unsigned char buf[SIZES_MAX];
+    int round;
+
+    ck_assert_ptr_nonnull(ch);
+    ck_assert_ptr_nonnull(msgs);
+    /* Round 0 fills the cache from malloc; later rounds take its blocks back. */
+    for (round = 0; round < 3; round++) {
+        size_t size, got = 0;
+
+        for (size = 0; size < SIZES; size++) {
+            size_fill(buf, size, round);
+            if (size % 3 == 1) {
+                struct chan_case c = { .ch = ch, .op = CHAN_SEND, .data = buf, .len = size };
+
+                ck_assert_int_eq(chan_select(&c, 1, 0), 0);
+                ck_assert_int_eq(c.result, 0);
+            } else {
+                ck_assert_int_eq(chan_send(ch, buf, size, 0), 0);
+            }
+        }
+        ck_assert_int_eq(chan_len(ch), SIZES);
+        while (got < SIZES) {
+            /* chan_recv_many clears all n slots it is given, so never more than are left */
+            int want = got % 2 ? 5 : 1, n;
+
+            if ((size_t)want > SIZES - got)
+                want = (int)(SIZES - got);
+            n = chan_recv_many(ch, &msgs[got], want, 0);
+
+            ck_assert_int_ge(n, 1);
+            got += (size_t)n;
+        }
+        for (size = 0; size < SIZES; size++)
+            size_check(&msgs[size], size, round);
+        /* freed in an order unrelated to the sizes and the allocations */
+        for (size_t i = 0; i < SIZES; i++) {
+            chan_msg_t *m = &msgs[(i * SIZES_STRIDE + (size_t)round) % SIZES];
+
+            ck_assert_ptr_nonnull(m->data);
+            chan_msg_free(m);
+            ck_assert_ptr_null(m->data);
+        }
+    }
+    free(msgs);
+    chan_free(ch);
+}
+END_TEST
+
+START_TEST(test_unbuffered_messages_of_every_size_keep_their_bytes)
+{
+    chan_t *ch = chan_make(0);
+    chan_msg_t *kept = calloc(SIZES, sizeof *kept);
+    int round;
+
+    ck_assert_ptr_nonnull(ch);
+    ck_assert_ptr_nonnull(kept);
+    for (round = 0; round < 2; round++) {
+        struct size_sender ss = { ch, round, 0 };
+        int id = chan_go(size_sender_fn, &ss);
+        size_t size, nkept = 0;
+
+        ck_assert_int_gt(id, 0);
+        for (size = 0; size < SIZES; size++) {
+            chan_msg_t m;
+
+            ck_assert_int_eq(chan_recv(ch, &m, -1), 1);
+            size_check(&m, size, round);
+            /* every third one is held to the end, the rest go at once */
+            if (size % 3 == 0)
+                kept[nkept++] = m;
+            else
+                chan_msg_free(&m);
+        }
+        ck_assert_int_eq(chan_join(id, -1), 0);
+        ck_assert_int_eq(ss.failed, 0);
+        while (nkept > 0) {
+            chan_msg_t *m = &kept[--nkept];
+
+            size_check(m, nkept * 3, round);
+            chan_msg_free(m);
+        }
+    }
+    free(kept);
+    chan_free(ch);
+}
+END_TEST
+
+#define LEASES_HELD 4
+
+START_TEST(test_leased_messages_of_every_size_keep_their_bytes)
+{
+    chan_t *ch = chan_make(LEASES_HELD);
+    struct size_sender ss = { ch, 5, 0 };
+    chan_msg_t held[LEASES_HELD];
+    int id, nheld = 0, nacks = 0;
+    size_t size;
+
+    ck_assert_ptr_nonnull(ch);
+    id = chan_go(size_sender_fn, &ss);
+    ck_assert_int_gt(id, 0);
+    for (size = 0; size < SIZES; size++) {
+        chan_msg_t *m = &held[nheld];
+
+        ck_assert_int_eq(chan_recv_lease(ch, m, 60000, -1), 1);
+        size_check(m, size, ss.round);
+        ck_assert_uint_eq(m->deliveries, 1);
+        if (size % 5 == 2) {
+            /* given back: it comes again, first, with deliveries 2 */
+            ck_assert_int_eq(chan_nack(m), 0);
+            chan_msg_free(m);
+            ck_assert_int_eq(chan_recv_lease(ch, m, 60000, -1), 1);
+            size_check(m, size, ss.round);
+            ck_assert_uint_eq(m->deliveries, 2);
+        }
+        if (++nheld == LEASES_HELD) {
+            /* settle oldest first, free newest first */
+            for (int i = 0; i < nheld; i++, nacks++)
+                ck_assert_int_eq(chan_ack(&held[i]), 0);
+            while (nheld > 0) {
+                chan_msg_t *h = &held[--nheld];
+
+                size_check(h, size - (size_t)(LEASES_HELD - 1 - nheld), ss.round);
+                chan_msg_free(h);
+            }
+        }
+    }
+    for (int i = 0; i < nheld; i++, nacks++) {
+        ck_assert_int_eq(chan_ack(&held[i]), 0);
+        chan_msg_free(&held[i]);
+    }
+    ck_assert_int_eq(nacks, SIZES);
+    ck_assert_int_eq(chan_join(id, -1), 0);
+    ck_assert_int_eq(ss.failed, 0);
+    ck_assert_int_eq(chan_len(ch), 0);
+    chan_free(ch);
+}
+END_TEST
+
 /* ---- cost ------------------------------------------------------------ */
 
 #define PINGS 200000
@@ -484,6 +686,13 @@ static Suite *local_suite(void)
     tcase_add_test(tc, test_select_blocks_until_a_case_proceeds);
     tcase_add_test(tc, test_select_times_out_and_withdraws);
     tcase_add_test(tc, test_select_is_roughly_fair);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("sizes");
+    tcase_set_timeout(tc, 20);
+    tcase_add_test(tc, test_buffered_messages_of_every_size_keep_their_bytes);
+    tcase_add_test(tc, test_unbuffered_messages_of_every_size_keep_their_bytes);
+    tcase_add_test(tc, test_leased_messages_of_every_size_keep_their_bytes);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("cost");
