@@ -854,14 +854,14 @@ int wire_write(struct evbuffer *out, const ProtobufCMessage *hdr,
         struct evbuffer_iovec v;
         int ref;
 
-        while (j < n && pl[j].buf == NULL) {
+        while (j < n && pl[j].buf == NULL && !pl[j].ref) {
             size_t add = payload_pre_size(pl[j].len) + pl[j].len;
             if (ext > 0 && ext + add > WRITE_EXTENT_MAX)
                 break;
             ext += add;
             j++;
         }
-        ref = j < n && pl[j].buf != NULL;
+        ref = j < n && (pl[j].buf != NULL || pl[j].ref);
         if (ref)
             ext += payload_pre_size(pl[j].len);
         if (evbuffer_reserve_space(out, (ev_ssize_t)ext, &v, 1) < 1)
@@ -893,7 +893,8 @@ int wire_write(struct evbuffer *out, const ProtobufCMessage *hdr,
         if (evbuffer_commit_space(out, &v, 1) < 0)
             return -1;
         if (ref) {
-            if (evbuffer_add_buffer_reference(out, pl[j].buf) < 0)
+            if (pl[j].buf != NULL ? evbuffer_add_buffer_reference(out, pl[j].buf) < 0
+                : pl[j].len > 0 && evbuffer_add_reference(out, pl[j].data, pl[j].len, NULL, NULL) < 0)
                 return -1;
             i = j + 1;
         }

@@ -52,15 +52,21 @@ int wire_name_ok(const char *name, size_t len);
 /* ---- frames ---------------------------------------------------------- */
 
 /*
- * One payload to write: either bytes at data (copied into the output) or,
- * when buf is not NULL, the contents of buf, added by reference so no byte
- * is copied; buf must then stay unmodified until the output has drained.
+ * One payload to write: bytes at data, copied into the output; or, when
+ * buf is not NULL, the contents of buf, added by reference so no byte is
+ * copied, and buf must stay unmodified until the output has drained; or,
+ * when ref is set, the bytes at data added by reference likewise (data
+ * must stay valid and unmodified until then, or until the output is freed).
  */
 struct wire_payload {
     const void *data;
     size_t len;
     struct evbuffer *buf;
+    int ref;
 };
+
+/* Payloads from this size up are worth adding by reference rather than copying. */
+#define WIRE_REF_MIN 4096
 
 /*
  * Append one frame to out: hdr (whose payload field must be empty) then the

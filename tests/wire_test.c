@@ -458,6 +458,8 @@ static void gen_payloads(struct gen *g, int big_ok)
             MUST(g->plbuf[i] != NULL);
             MUST(evbuffer_add(g->plbuf[i], d, len) == 0);
             g->pl[i].buf = g->plbuf[i];
+        } else if (rnd_below(4) == 0) {
+            g->pl[i].ref = 1; /* the pool outlives every output buffer */
         }
     }
     g->npl = n;
