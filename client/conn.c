@@ -201,7 +201,7 @@ static int conn_take(void *arg, size_t index, const void *data, struct evbuffer 
     }
     b = &cl->rx[cl->nrx++];
     b->len = len;
-    b->data = malloc(len + 1);
+    b->data = blk_alloc(len + 1, &b->cls);
     if (b->data == NULL)
         return 0; /* wire_read drains the bytes; the request gets ENOMEM, the message a NACK */
     if (data != NULL)
@@ -215,7 +215,7 @@ static int conn_take(void *arg, size_t index, const void *data, struct evbuffer 
 static void conn_rx_free(struct chan_client *cl)
 {
     for (size_t i = 0; i < cl->nrx; i++)
-        free(cl->rx[i].data);
+        blk_free(cl->rx[i].data, cl->rx[i].cls);
     cl->nrx = 0;
 }
 
@@ -606,7 +606,7 @@ void conn_req_done(struct conn_req *r)
         wire_hdr_free(&r->reply->base);
     r->reply = NULL;
     for (size_t i = 0; i < r->nblk; i++)
-        free(r->blk[i].data);
+        blk_free(r->blk[i].data, r->blk[i].cls);
     if (r->blk != NULL && r->blk != &r->blk1)
         free(r->blk);
     r->blk = NULL;

@@ -141,7 +141,7 @@ static void remote_msg_fill(chan_msg_t *msg, struct conn_blk *b, uint64_t tag, u
     msg->data = b->data;
     msg->len = b->len;
     msg->deliveries = deliveries ? deliveries : 1;
-    msg->priv_flags = MSG_REMOTE;
+    msg->priv_flags = MSG_WITH_CLS(MSG_REMOTE, b->cls);
     msg->priv_tag = tag;
     msg->priv_owner = b->data;
     msg->priv_peer = NULL;

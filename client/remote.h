@@ -46,6 +46,7 @@ struct event;
 struct conn_blk {
     void *data;                   /* NULL if the copy failed for want of memory */
     size_t len;                   /* payload bytes */
+    unsigned cls;                 /* blk_alloc's class of data: blk_free(data, cls) releases it */
 };
 
 enum conn_req_state {
