@@ -172,7 +172,7 @@ struct msg *msg_take(struct evbuffer *src, size_t len);
 /* A new message holding a copy of data[0..len); NULL if out of memory. */
 struct msg *msg_new(const void *data, size_t len);
 void msg_free(struct msg *m);
-/* For wire_put: inline bytes, or the evbuffer by reference (no copy). */
+/* For wire_write: inline bytes, or the evbuffer by reference (no copy). */
 void msg_payload(const struct msg *m, struct wire_payload *pl);
 /* Bytes and count of every live message: the seam for --max-memory. */
 uint64_t msg_live_bytes(void);
