@@ -106,7 +106,7 @@ int wire_take(struct evbuffer *in, size_t max_frame, const ProtobufCMessageDescr
 /*
  * The hot frames (ClientFrame with no body, SEND, RECV, ACK or NACK;
  * ServerFrame with no body, SEND or RECV reply) are encoded and decoded by
- * a varint codec in wire.c; every other frame, and any frame that codec is
+ * a varint codec in codec.c; every other frame, and any frame that codec is
  * unsure of (an unknown field, an unexpected wire type, a field given
  * twice, unpacked repeated values, a varint wider than its field), goes
  * through protobuf-c. Both give the same bytes and the same decoded
@@ -115,7 +115,7 @@ int wire_take(struct evbuffer *in, size_t max_frame, const ProtobufCMessageDescr
  * - hand-decoded: ONE malloc'd block holding the frame struct, its body
  *   sub-message, its repeated arrays and its error string. It is marked by
  *   base.n_unknown_fields == 0 and base.unknown_fields pointing at a static
- *   sentinel in wire.c (protobuf-c only ever stores NULL or a heap pointer
+ *   sentinel in codec.c (protobuf-c only ever stores NULL or a heap pointer
  *   there). protobuf_c_message_free_unpacked must never see it.
  * - protobuf-c: as protobuf_c_message_unpack returns it.
  *
@@ -155,7 +155,7 @@ int wire_read(struct evbuffer *in, size_t max_frame, const ProtobufCMessageDescr
 /* Free a header from wire_read, of either kind. NULL does nothing. */
 void wire_hdr_free(ProtobufCMessage *hdr);
 
-/* 1 if hdr was decoded by wire.c's own codec (one block), 0 if by protobuf-c. */
+/* 1 if hdr was decoded by the hand codec in codec.c (one block), 0 if by protobuf-c. */
 int wire_hdr_is_block(const ProtobufCMessage *hdr);
 
 /*

@@ -1,6 +1,6 @@
 /*
- * wire_test.c: the framing codec (proto/wire.c) against protobuf-c. Random
- * hot and other frames, and random field soup, go both ways: wire_write
+ * wire_test.c: the framing and codec (proto/wire.c, proto/codec.c) against
+ * protobuf-c. Random hot and other frames, and random field soup, go both ways: wire_write
  * must give protobuf-c's bytes, wire_read must give protobuf-c's decode and
  * the old wire_take's verdict, whatever the chain layout. Ends with a small
  * benchmark of the old and new paths.
