@@ -88,7 +88,8 @@ int stream_connect(struct stream *s, struct event_base *base, const struct socka
 
 void stream_reading(struct stream *s, int on)
 {
-    if (s->fd < 0 || s->connecting || !on == !s->reading)
+    /* A failed stream stays stopped: its socket would only report the failure again. */
+    if (s->fd < 0 || s->connecting || (on && s->err != 0) || !on == !s->reading)
         return;
     s->reading = (unsigned char)!!on;
     if (on)
@@ -99,7 +100,7 @@ void stream_reading(struct stream *s, int on)
 
 void stream_kick(struct stream *s)
 {
-    /* EV_TIMEOUT marks the activation as ours: the callback then skips the read. */
+    /* EV_TIMEOUT marks the activation as ours: the callback then reports without reading. */
     if (s->fd >= 0)
         event_active(&s->rd, EV_TIMEOUT, 0);
 }
@@ -147,20 +148,49 @@ static int stream_fill(struct stream *s)
     return 1;
 }
 
+/*
+ * The socket failed: nothing more is read, written or reported, whatever
+ * the owner does before it closes (level-triggered events would repeat
+ * the failure every turn, and a reset read once reads as EOF after).
+ */
+static void stream_stop(struct stream *s)
+{
+    /* Unconditional: a pending kick is an activation of rd even when it is not added. */
+    event_del(&s->rd);
+    event_del(&s->wr);
+    s->reading = 0;
+    s->writing = 0;
+    s->connecting = 0;
+}
+
 static void stream_read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct stream *s = arg;
-    int rc = 0;
+    int rc;
 
     (void)fd;
-    if (what & EV_READ) {
-        rc = stream_fill(s);
-        if (rc < 0) {
-            s->cb(s, s->err == 0 ? STREAM_EOF : STREAM_ERROR, s->arg);
-            return;
-        }
+    /*
+     * A kick is about bytes already in s->in: report them and read
+     * nothing. Reading now could meet the peer's FIN and report EOF in
+     * their place; a readable socket stays readable for the next turn.
+     */
+    if (what & EV_TIMEOUT) {
+        s->cb(s, STREAM_READ, s->arg);
+        return;
     }
-    if (rc > 0 || (what & EV_TIMEOUT))
+    rc = stream_fill(s);
+    if (rc < 0) {
+        if (s->err != 0) {
+            stream_stop(s);
+            s->cb(s, STREAM_ERROR, s->arg);
+        } else {
+            /* Once: the socket reads EOF forever. Writing may go on (the peer only half-closed). */
+            stream_reading(s, 0);
+            s->cb(s, STREAM_EOF, s->arg);
+        }
+        return;
+    }
+    if (rc > 0)
         s->cb(s, STREAM_READ, s->arg);
 }
 
@@ -199,14 +229,26 @@ static int stream_write(struct stream *s)
 
 int stream_flush(struct stream *s)
 {
-    if (s->fd < 0 || s->connecting || evbuffer_get_length(s->out) == 0)
+    if (s->fd < 0 || s->connecting)
         return 0;
-    /* The loop finishes what is refused; until then its write event owns the writing. */
-    if (s->writing)
-        return 0;
-    if (stream_write(s) < 0)
+    if (s->err != 0)
         return -1;
-    if (evbuffer_get_length(s->out) > 0) {
+    if (evbuffer_get_length(s->out) == 0)
+        return 0;
+    /*
+     * Even with the write event armed: the socket may have room the loop
+     * has not seen yet, and chand tells a slow reader from a stopped one
+     * by whether a flush got anything out.
+     */
+    if (stream_write(s) < 0) {
+        stream_stop(s);
+        return -1;
+    }
+    /*
+     * An armed event stays armed even if this emptied the output: its
+     * callback then finds nothing left and reports STREAM_DRAINED, once.
+     */
+    if (!s->writing && evbuffer_get_length(s->out) > 0) {
         s->writing = 1;
         event_add(&s->wr, NULL);
     }
@@ -228,7 +270,9 @@ static void stream_write_cb(evutil_socket_t fd, short what, void *arg)
             return;
         s->connecting = 0;
         if (err != 0) {
+            /* Disarmed first: left armed, the failed socket fires again and reads as DRAINED. */
             s->err = err;
+            stream_stop(s);
             s->cb(s, STREAM_ERROR, s->arg);
             return;
         }
@@ -239,6 +283,7 @@ static void stream_write_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (stream_write(s) < 0) {
+        stream_stop(s);
         s->cb(s, STREAM_ERROR, s->arg);
         return;
     }

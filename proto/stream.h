@@ -22,9 +22,9 @@ struct stream;
 /* What a stream reports to its owner's callback. */
 enum stream_event {
     STREAM_READ = 1,       /* new bytes in s->in (or stream_kick was called) */
-    STREAM_DRAINED = 2,    /* bytes the socket had refused are all written now */
-    STREAM_EOF = 3,        /* the peer closed its side */
-    STREAM_ERROR = 4,      /* the socket failed; s->err says why */
+    STREAM_DRAINED = 2,    /* bytes the socket had refused are all written now (once per refusal) */
+    STREAM_EOF = 3,        /* the peer closed its side; reported once, reading stops */
+    STREAM_ERROR = 4,      /* the socket failed; s->err says why. Final: nothing follows */
     STREAM_CONNECTED = 5,  /* stream_connect finished */
 };
 
@@ -78,15 +78,17 @@ void stream_reading(struct stream *s, int on);
 
 /*
  * Report STREAM_READ from the loop without reading (bytes left in s->in
- * when reading was paused). Runs in this loop iteration or the next.
+ * when reading was paused). Runs in this loop iteration or the next; a
+ * stream_reading(s, 0) or stream_close before then cancels it.
  */
 void stream_kick(struct stream *s);
 
 /*
- * Write as much of s->out as the socket takes now, in one writev; what it
- * refuses is finished by the loop, and STREAM_DRAINED says when. Returns
- * 0, or -1 with s->err set when the socket failed (the caller ends the
- * connection; no callback reports it).
+ * Write as much of s->out as the socket takes now, in one writev (also
+ * while the loop is still finishing an earlier refusal); what it refuses
+ * is finished by the loop, and STREAM_DRAINED says when. Returns 0, or -1
+ * with s->err set when the socket failed, now or before (the caller ends
+ * the connection; no callback reports it).
  */
 int stream_flush(struct stream *s);
 
