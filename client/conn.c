@@ -862,10 +862,11 @@ static void conn_write_now(struct chan_client *cl)
 static void conn_free(struct chan_client *cl)
 {
     CONN_ASSERT(cl->table_count == 0 && cl->waiters == NULL);
-    sched_undefer(&cl->flush);
     if (cl->io.fd >= 0)
         conn_write_now(cl);
     conn_drop(cl);
+    /* last: writing the final acks above queues the hook again */
+    sched_undefer(&cl->flush);
     if (cl->retry_ev != NULL)
         event_free(cl->retry_ev);
     if (cl->budget_ev != NULL)

@@ -80,14 +80,19 @@ void conn_flush_all(void)
 {
     struct conn *c;
 
-    while ((c = TAILQ_FIRST(&flushq)) != NULL) {
-        TAILQ_REMOVE(&flushq, c, flink);
-        c->flushing = 0;
-        if (c->state <= CONN_READY)
-            conn_flush(c);
-    }
-    /* A dropped reader gave its messages back: their new receivers' replies are queued. */
-    req_drain();
+    /*
+     * A reader dropped here gives its messages back, and their new
+     * receivers' replies must go out in this turn too: until nothing is left.
+     */
+    do {
+        req_drain();
+        while ((c = TAILQ_FIRST(&flushq)) != NULL) {
+            TAILQ_REMOVE(&flushq, c, flink);
+            c->flushing = 0;
+            if (c->state <= CONN_READY)
+                conn_flush(c);
+        }
+    } while (req_pending());
 }
 
 static void conn_flush_cb(evutil_socket_t fd, short what, void *arg)

@@ -414,6 +414,7 @@ struct req {
     int completed;               /* a done callback fired; in the completion queue */
     int64_t timeout_ms;          /* as requested: -1 never, 0 no wait, > 0 ms */
     struct event timer;          /* deadline, when timeout_ms > 0 */
+    int64_t ends_us;             /* the deadline on CLOCK_MONOTONIC, when armed */
     int timer_on;                /* timer was added */
     int memwait;                 /* in the memory queue (mem.c), not yet in the core */
     uint64_t membytes;           /* payload bytes it holds while there */
@@ -470,6 +471,8 @@ void req_arm(struct req *r);
 void req_done(struct core_waiter *w);
 /* Run op_resume for every completed request, in completion order. */
 void req_drain(void);
+/* Completed requests wait for req_drain. */
+int req_pending(void);
 /*
  * Withdraw r with err (deadline, CANCEL, shutdown): if its waiters were
  * still queued, they leave the core and r is answered with err and freed;

@@ -14,8 +14,11 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "daemon.h"
+
+#define REQ_TIMEOUT_MAX_MS ((int64_t)315360000 * 1000)
 
 static struct event_base *req_base;
 static struct event *drain_ev;                    /* runs req_drain */
@@ -126,11 +129,32 @@ int req_park(struct req *r)
     return 0;
 }
 
+static int64_t req_now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void req_timer_add(struct req *r, int64_t us)
+{
+    struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
+
+    event_add(&r->timer, &tv);
+}
+
 static void req_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct req *r = arg;
+    int64_t left = r->ends_us - req_now_us();
 
     (void)fd, (void)what;
+    /* libevent's coarse clock can fire a few ms early: a deadline is never cut short. */
+    if (left > 0) {
+        req_timer_add(r, left);
+        return;
+    }
     r->timer_on = 0;
     req_withdraw(r, ETIMEDOUT);
     req_drain();
@@ -138,14 +162,16 @@ static void req_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
 void req_arm(struct req *r)
 {
-    struct timeval tv;
+    int64_t ms = r->timeout_ms;
 
-    if (r->timeout_ms <= 0 || r->timer_on)
+    if (ms <= 0 || r->timer_on)
         return;
-    tv.tv_sec = (time_t)(r->timeout_ms / 1000);
-    tv.tv_usec = (suseconds_t)(r->timeout_ms % 1000) * 1000;
+    /* ten years is for ever, and keeps the arithmetic from overflowing */
+    if (ms > REQ_TIMEOUT_MAX_MS)
+        ms = REQ_TIMEOUT_MAX_MS;
+    r->ends_us = req_now_us() + ms * 1000;
     event_assign(&r->timer, req_base, -1, 0, req_timeout_cb, r);
-    event_add(&r->timer, &tv);
+    req_timer_add(r, ms * 1000);
     r->timer_on = 1;
 }
 
@@ -170,7 +196,14 @@ void req_done(struct core_waiter *w)
     }
     r->completed = 1;
     TAILQ_INSERT_TAIL(&done_q, r, qlink);
-    event_active(drain_ev, EV_TIMEOUT, 0);
+    /* broker_run drains at the end of the iteration: an active event would cost an epoll_wait */
+    if (!broker.own_loop)
+        event_active(drain_ev, EV_TIMEOUT, 0);
+}
+
+int req_pending(void)
+{
+    return !TAILQ_EMPTY(&done_q);
 }
 
 void req_drain(void)

@@ -51,7 +51,6 @@ struct stream {
     unsigned char reading;    /* rd is added */
     unsigned char writing;    /* wr is added */
     unsigned char connecting; /* wr waits for a nonblocking connect */
-    unsigned char kicked;     /* rd was made active by stream_kick, not by the socket */
 };
 
 /* Smallest and largest single read; large frames are read in one go up to the latter. */
