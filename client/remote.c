@@ -170,9 +170,10 @@ static int remote_send_req(struct remote_chan *ch, const struct iovec *iov, size
         errno = ENOMEM;
         return -1;
     }
+    /* by reference: the request, and so the caller's bytes, outlives the frame in the output */
     for (size_t i = 0; i < n; i++)
-        /* by reference: the request, and so the caller's bytes, outlives the frame's bytes in the output */
-        pl[i] = (struct wire_payload){iov[i].iov_base, iov[i].iov_len, NULL, iov[i].iov_len >= WIRE_REF_MIN};
+        pl[i] = (struct wire_payload){iov[i].iov_base, iov[i].iov_len, NULL,
+                                      iov[i].iov_len >= WIRE_REF_MIN};
     for (;;) {
         Chanwire__ClientFrame f = CHANWIRE__CLIENT_FRAME__INIT;
         Chanwire__Send s = CHANWIRE__SEND__INIT;
@@ -557,7 +558,8 @@ static int remote_select(struct chan_case *cases, int n, int64_t deadline)
             /* a nil send case carries no payload: the broker never pairs it */
             cv[i].send = ch != NULL && cases[i].op == CHAN_SEND;
             if (cv[i].send)
-                pl[k++] = (struct wire_payload){cases[i].data, cases[i].len, NULL, cases[i].len >= WIRE_REF_MIN};
+                pl[k++] = (struct wire_payload){cases[i].data, cases[i].len, NULL,
+                                                cases[i].len >= WIRE_REF_MIN};
             pv[i] = &cv[i];
         }
         sel.cases = pv;

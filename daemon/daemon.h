@@ -197,7 +197,7 @@ struct chan {
     struct chan *name_next;         /* registry name-hash chain */
     TAILQ_ENTRY(chan) closed_link;  /* registry's closed list (--expire-closed) */
     int on_closed_list;             /* in that list */
-    int64_t idle_since_ms;          /* closed list: first sweep that saw it drained and unused, 0 = none */
+    int64_t idle_since_ms;          /* closed list: first sweep that saw it drained, unused; 0 none */
     uint32_t name_hash;             /* hash of name, kept for rehashing */
     size_t namelen;                 /* bytes in name */
     char name[];                    /* NUL-terminated */

@@ -404,7 +404,7 @@ static void op_select_go(struct req *r)
     struct conn *c = r->conn;
     int rc;
 
-    /* After a wait for memory, a channel may have been deleted meanwhile, as for a parked select. */
+    /* After a wait for memory, a channel may have been deleted meanwhile, as for a parked select */
     for (int i = 0; i < r->ncases; i++) {
         if (r->cases[i].ch != NULL && CONTAINER_OF(r->cases[i].ch, struct chan, core)->deleted) {
             op_error(c, r->id, ENOENT);

@@ -133,7 +133,8 @@ static int span_scan(const uint8_t *p, size_t s, size_t e, unsigned bits, struct
 }
 
 /* Decode a span checked by span_scan into out64 (bits 64) or out32. */
-static void span_get(const uint8_t *p, const struct codec_span *sp, uint64_t *out64, uint32_t *out32)
+static void span_get(const uint8_t *p, const struct codec_span *sp, uint64_t *out64,
+                     uint32_t *out32)
 {
     size_t k = sp->s;
 
@@ -158,7 +159,8 @@ enum {
 };
 
 /* The body sub-message at p[s..e) for body field `body` of frame kind `kind`. */
-static int hand_body(int kind, unsigned body, const uint8_t *p, size_t s, size_t e, struct codec_hand *h)
+static int hand_body(int kind, unsigned body, const uint8_t *p, size_t s, size_t e,
+                     struct codec_hand *h)
 {
     size_t i = s, bs, be;
     uint64_t v;
@@ -277,7 +279,8 @@ int codec_parse(const ProtobufCMessageDescriptor *desc, const uint8_t *p, size_t
 ProtobufCMessage *codec_build(const uint8_t *p, const struct codec_hand *h)
 {
     int kind = h->kind;
-    size_t fsize = kind == FRAME_CLIENT ? sizeof(Chanwire__ClientFrame) : sizeof(Chanwire__ServerFrame);
+    size_t fsize = kind == FRAME_CLIENT ? sizeof(Chanwire__ClientFrame)
+                                        : sizeof(Chanwire__ServerFrame);
     size_t bsize = 0, n64 = h->acks.n + h->tags.n;
     char *b, *sub, *arr;
 
@@ -478,7 +481,8 @@ static void enc_body(struct enc *o, int kind, const struct codec_plan *pl)
     }
 }
 
-static void enc_frame(struct enc *o, int kind, const ProtobufCMessage *hdr, const struct codec_plan *pl)
+static void enc_frame(struct enc *o, int kind, const ProtobufCMessage *hdr,
+                      const struct codec_plan *pl)
 {
     if (kind == FRAME_CLIENT) {
         const Chanwire__ClientFrame *f = (const Chanwire__ClientFrame *)hdr;
@@ -530,7 +534,8 @@ int codec_plan(const ProtobufCMessage *hdr, struct codec_plan *pl)
             break;
         case CHANWIRE__CLIENT_FRAME__BODY_ACK:
         case CHANWIRE__CLIENT_FRAME__BODY_NACK:
-            pl->body = (const ProtobufCMessage *)(body_case == CHANWIRE__CLIENT_FRAME__BODY_ACK ? f->ack : f->nack);
+            pl->body = (const ProtobufCMessage *)(body_case == CHANWIRE__CLIENT_FRAME__BODY_ACK
+                                                  ? f->ack : f->nack);
             if (pl->body != NULL) {
                 const Chanwire__Tags *t = (const Chanwire__Tags *)pl->body;
                 pl->tags = packed_size64(t->tags, t->n_tags);

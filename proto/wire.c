@@ -246,8 +246,10 @@ int wire_write(struct evbuffer *out, const ProtobufCMessage *hdr,
         if (evbuffer_commit_space(out, &v, 1) < 0)
             return -1;
         if (ref) {
-            if (pl[j].buf != NULL ? evbuffer_add_buffer_reference(out, pl[j].buf) < 0
-                : pl[j].len > 0 && evbuffer_add_reference(out, pl[j].data, pl[j].len, NULL, NULL) < 0)
+            const struct wire_payload *r = &pl[j];
+            int bad = r->buf != NULL ? evbuffer_add_buffer_reference(out, r->buf) < 0
+                      : r->len > 0 && evbuffer_add_reference(out, r->data, r->len, NULL, NULL) < 0;
+            if (bad)
                 return -1;
             i = j + 1;
         }
@@ -384,7 +386,8 @@ static int take_whole(struct evbuffer *in, size_t n, const ProtobufCMessageDescr
                       ProtobufCMessage **hdr, const struct taker *t,
                       size_t *npayload, char *err, size_t errlen)
 {
-    const ProtobufCFieldDescriptor *fd = protobuf_c_message_descriptor_get_field(desc, WIRE_PAYLOAD_FIELD);
+    const ProtobufCFieldDescriptor *fd =
+        protobuf_c_message_descriptor_get_field(desc, WIRE_PAYLOAD_FIELD);
     uint8_t *p = evbuffer_pullup(in, WIRE_LEN_BYTES + n);
     ProtobufCMessage *m;
     struct evbuffer *tmp = NULL;
