@@ -354,7 +354,9 @@ MD=$OUT/results.md
     echo "- machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r)"
     echo "- peers: $(redis-server --version 2>/dev/null | awk '{ print "Redis " $3 }' | sed 's/v=//'), $(nats-server --version 2>/dev/null | sed 's/nats-server: v/NATS /'), $(beanstalkd -v 2>/dev/null), $(go version 2>/dev/null | awk '{ print $3 }')"
     rev=$(git -C "$SRC" rev-parse --short HEAD 2>/dev/null || echo '?')
-    [ -n "$(git -C "$SRC" status --porcelain -uno 2>/dev/null)" ] && rev="$rev with uncommitted changes"
+    # only code counts: the results and the docs do not change what was measured
+    [ -n "$(git -C "$SRC" status --porcelain -uno -- . ':!bench/results' ':!*.md' 2>/dev/null)" ] &&
+        rev="$rev with uncommitted changes"
     echo "- chand: $rev; batched calls (chan_send_many/chan_recv_many): $([ "$HAVE_MANY" = 1 ] && echo yes || echo 'not in the library yet')"
     echo
     echo "## Throughput (workloads 1, 2, 4)"
