@@ -15,6 +15,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#ifdef HAVE_VALGRIND_VALGRIND_H
+#include <valgrind/valgrind.h>
+#endif
 #ifdef CHAN_SANITIZERS
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
@@ -284,6 +287,10 @@ struct coro *coro_new(size_t stack_size, void (*entry)(void *))
     c->asan_bottom = lo;
     c->asan_size = (size_t)((char *)c - lo);
 #endif
+#ifdef HAVE_VALGRIND_VALGRIND_H
+    /* Under memcheck a switch between stacks would otherwise look like one stack jumping. */
+    c->vg_stack = VALGRIND_STACK_REGISTER(lo, (char *)c);
+#endif
     ctx_make(&c->ctx, lo, (size_t)((char *)c - lo), entry, c);
     return c;
 }
@@ -297,6 +304,9 @@ void coro_free(struct coro *c)
         return;
     map = c->map;
     map_size = c->map_size;
+#ifdef HAVE_VALGRIND_VALGRIND_H
+    VALGRIND_STACK_DEREGISTER(c->vg_stack);
+#endif
 #ifdef CHAN_SANITIZERS
     /*
      * The frames that were live when it finished never returned, so their

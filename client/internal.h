@@ -86,6 +86,7 @@ struct coro {
     char *map;                    /* mapping: CORO_GUARD bytes, then the stack; NULL for main */
     size_t map_size;              /* bytes of map */
     size_t stack_size;            /* usable stack bytes, as asked (rounded to pages) */
+    unsigned vg_stack;            /* valgrind's id of the stack (0 outside valgrind) */
 #ifdef CHAN_SANITIZERS
     void *asan_fake;              /* ASan's fake stack while switched out */
     const void *asan_bottom;      /* the stack as ASan knows it */
