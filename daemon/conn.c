@@ -45,6 +45,7 @@ static void conn_idle_arm(struct conn *c);
 
 static TAILQ_HEAD(conn_flushq, conn) flushq = TAILQ_HEAD_INITIALIZER(flushq);
 static struct event *flush_ev;       /* runs conn_flush_all when broker_run does not */
+static char conn_spill[256 * 1024];  /* every connection's read overflow (one loop, one reader) */
 
 static void conn_gone(struct conn *c, const char *why)
 {
@@ -203,6 +204,9 @@ void conn_accept(int fd, const struct sockaddr *addr, int addrlen, int reject)
         free(c);
         return;
     }
+    /* A peer that sends a few bytes makes chand hold about that many, not a whole read. */
+    c->io.spill = conn_spill;
+    c->io.spill_len = sizeof conn_spill;
     /* Replies are small and latency-bound; broker_run already batches them per loop turn. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->serial = ++broker.next_serial;

@@ -109,13 +109,22 @@ void stream_kick(struct stream *s)
 static int stream_fill(struct stream *s)
 {
     struct evbuffer_iovec v[2];
-    struct iovec iov[2];
-    size_t have = evbuffer_get_length(s->in), size = STREAM_READ_MIN;
+    struct iovec iov[3];
+    size_t have = evbuffer_get_length(s->in), size = STREAM_READ_MIN, rest, room = 0, spilled;
     ssize_t n;
-    int nv;
+    int nv, niov;
 
-    if (s->want > have && s->want - have > size)
-        size = s->want - have < STREAM_READ_MAX ? s->want - have : STREAM_READ_MAX;
+    rest = s->want > have ? s->want - have : 0;
+    if (s->spill != NULL) {
+        /* hold no more than came: a small extent, or as much as a large frame already has */
+        size = have > STREAM_HOLD_MIN ? have : STREAM_HOLD_MIN;
+        if (rest > 0 && rest < size)
+            size = rest;
+    } else if (rest > size) {
+        size = rest;
+    }
+    if (size > STREAM_READ_MAX)
+        size = STREAM_READ_MAX;
     nv = evbuffer_reserve_space(s->in, (ev_ssize_t)size, v, 2);
     if (nv < 1) {
         s->err = ENOMEM;
@@ -124,8 +133,14 @@ static int stream_fill(struct stream *s)
     for (int i = 0; i < nv; i++) {
         iov[i].iov_base = v[i].iov_base;
         iov[i].iov_len = v[i].iov_len;
+        room += v[i].iov_len;
     }
-    n = readv(s->fd, iov, nv);
+    niov = nv;
+    if (s->spill != NULL) {
+        iov[niov].iov_base = s->spill;
+        iov[niov++].iov_len = s->spill_len;
+    }
+    n = readv(s->fd, iov, niov);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
             return 0;
@@ -136,6 +151,7 @@ static int stream_fill(struct stream *s)
         s->err = 0;
         return -1;
     }
+    spilled = (size_t)n > room ? (size_t)n - room : 0;
     /* Commit what arrived: the first extent, then the rest in the second. */
     for (int i = 0; i < nv; i++) {
         size_t take = (size_t)n < v[i].iov_len ? (size_t)n : v[i].iov_len;
@@ -145,6 +161,10 @@ static int stream_fill(struct stream *s)
     if (v[nv - 1].iov_len == 0 && nv == 2)
         nv = 1;
     evbuffer_commit_space(s->in, v, nv);
+    if (spilled > 0 && evbuffer_add(s->in, s->spill, spilled) < 0) {
+        s->err = ENOMEM;
+        return -1;
+    }
     return 1;
 }
 

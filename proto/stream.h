@@ -47,15 +47,26 @@ struct stream {
     stream_cb *cb;
     void *arg;
     size_t want;              /* input bytes the owner waits for in all: sizes the next read */
+    char *spill;              /* owner's read overflow buffer (may serve many streams), or NULL */
+    size_t spill_len;
     int err;                  /* errno behind the last STREAM_ERROR or failed flush */
     unsigned char reading;    /* rd is added */
     unsigned char writing;    /* wr is added */
     unsigned char connecting; /* wr waits for a nonblocking connect */
 };
 
-/* Smallest and largest single read; large frames are read in one go up to the latter. */
+/*
+ * Smallest and largest single read; large frames are read in one go up to
+ * the latter. With a spill buffer, input memory grows only with the bytes
+ * that came: a read goes into at most STREAM_HOLD_MIN bytes of the input
+ * (or as many as it already holds, for a large frame), the rest into the
+ * spill buffer, copied into the input after. A server with many peers sets
+ * one, so a peer cannot make it hold 64 KiB or a whole announced frame for
+ * the few bytes it sent.
+ */
 #define STREAM_READ_MIN 65536
 #define STREAM_READ_MAX (4u << 20)
+#define STREAM_HOLD_MIN 4000
 
 /*
  * Take over a connected nonblocking socket fd (closed by stream_close even

@@ -510,6 +510,48 @@ START_TEST(test_idle_stream_holds_no_read_buffer_once_its_input_is_taken)
 }
 END_TEST
 
+START_TEST(test_with_a_spill_buffer_input_memory_grows_only_with_what_came)
+{
+    static char spill[256 * 1024];
+    struct probe p;
+    int ours, theirs;
+    size_t base_bytes, partial, total = 300000, sent = 0;
+    unsigned char *frame = malloc(total);
+
+    ck_assert_ptr_nonnull(frame);
+    for (size_t i = 0; i < total; i++)
+        frame[i] = pattern(i);
+    tcp_pair(&ours, &theirs, NULL);
+    probe_open(&p, ours);
+    p.s.spill = spill;
+    p.s.spill_len = sizeof spill;
+    base_bytes = live_bytes;
+    /* a few bytes of a frame cost a few KiB, not a whole read */
+    send_all(theirs, frame, 3);
+    WAIT_FOR(evbuffer_get_length(p.s.in) == 3);
+    partial = live_bytes - base_bytes;
+    printf("stream with a spill buffer, 3 bytes waiting: %zu bytes of read buffer\n", partial);
+    ck_assert_int_le(partial, 8192 + 256);
+    sent = 3;
+    /* a large announced frame trickling in: held memory stays near what arrived */
+    p.want = total;
+    while (sent < total) {
+        size_t k = total - sent < 7000 ? total - sent : 7000;
+        send_all(theirs, frame + sent, k);
+        sent += k;
+        WAIT_FOR(evbuffer_get_length(p.s.in) == sent);
+        /* chains round up to powers of two: within a small factor of what arrived */
+        ck_assert_msg(live_bytes - base_bytes <= 4 * sent + 16384,
+                      "%zu bytes held for %zu received", live_bytes - base_bytes, sent);
+    }
+    /* and the bytes are all there, in order, across the spill copies */
+    ck_assert_mem_eq(evbuffer_pullup(p.s.in, -1), frame, total);
+    probe_close(&p);
+    close(theirs);
+    free(frame);
+}
+END_TEST
+
 /* ---- writing ------------------------------------------------------------ */
 
 /* Read whatever theirs has, checking the pattern from *at on; returns bytes read. */
@@ -1007,6 +1049,7 @@ static Suite *stream_suite(void)
     tcase_add_test(tc, test_kick_reports_bytes_left_in_the_input_with_nothing_in_the_kernel);
     tcase_add_test(tc, test_kick_after_eof_arrived_reports_the_input_before_the_eof);
     tcase_add_test(tc, test_idle_stream_holds_no_read_buffer_once_its_input_is_taken);
+    tcase_add_test(tc, test_with_a_spill_buffer_input_memory_grows_only_with_what_came);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("write");
