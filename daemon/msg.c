@@ -132,9 +132,8 @@ void msg_free(struct msg *m)
 
 void msg_payload(const struct msg *m, struct wire_payload *pl)
 {
-    pl->len = m->core.len;
-    pl->buf = m->buf;
-    pl->data = m->buf ? NULL : m->data;
+    /* the whole struct: a field left as it was (ref) would change how the bytes are written */
+    *pl = (struct wire_payload){.data = m->buf ? NULL : m->data, .len = m->core.len, .buf = m->buf};
 }
 
 uint64_t msg_live_bytes(void)

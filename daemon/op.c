@@ -442,7 +442,7 @@ static void op_reply_select(struct conn *c, uint64_t id, struct core_waiter *cas
     Chanwire__ServerFrame sf = CHANWIRE__SERVER_FRAME__INIT;
     Chanwire__SelectReply sr = CHANWIRE__SELECT_REPLY__INIT;
     struct core_waiter *w = &cases[idx];
-    struct wire_payload pl;
+    struct wire_payload pl = {0};
     size_t npl = 0;
 
     if (w->status != 0 && w->status != EPIPE) {

@@ -881,6 +881,54 @@ START_TEST(test_unacked_message_of_a_deleted_channel_stays_gone)
 }
 END_TEST
 
+/*
+ * A SELECT reply waiting behind a backlog of output still carries its own
+ * bytes after the message is acked (a pipelined ACK) and its memory reused
+ * by another SEND: the reply must hold a copy, not a reference.
+ */
+START_TEST(test_select_reply_queued_behind_a_backlog_keeps_its_bytes)
+{
+    enum { NBIG = 12, BIG = 1 << 20 };
+    struct tc_server srv;
+    struct tc_conn *a, *b;
+    struct tc_reply rep;
+    uint64_t big, q, r, sel;
+    char *blob = malloc(BIG);
+    int is_send = 0;
+
+    ck_assert_ptr_nonnull(blob);
+    memset(blob, 'x', BIG);
+    tc_server_start(&srv, NULL);
+    a = tc_connect_hello(srv.port);
+    b = tc_connect_hello(srv.port);
+    TC_ASSERT_STATUS(tc_open(b, "big", NBIG, &big), ST(OK));
+    TC_ASSERT_STATUS(tc_open(b, "q", 1, &q), ST(OK));
+    TC_ASSERT_STATUS(tc_open(b, "r", 1, &r), ST(OK));
+    TC_ASSERT_STATUS(tc_open(a, "big", NBIG, &big), ST(OK));
+    TC_ASSERT_STATUS(tc_open(a, "q", 1, &q), ST(OK));
+    for (int i = 0; i < NBIG; i++)
+        TC_ASSERT_STATUS(tc_send(b, big, blob, BIG, -1), ST(OK));
+    TC_ASSERT_STATUS(tc_send_str(b, q, "hello"), ST(OK));
+    /* a reads nothing from here on: 12 MiB of replies back its output up */
+    for (int i = 0; i < NBIG; i++)
+        tc_recv_start(a, big, -1);
+    sel = tc_select_start(a, &q, &is_send, 1, NULL, 0, -1);
+    tc_wait_stat(b, "q", TC_UNACKED, 1);
+    /* tags 1..12 went to the RECVs, 13 to the select */
+    ck_assert_int_eq(tc_ack_only(a, NBIG + 1), 0);
+    tc_wait_stat(b, "q", TC_UNACKED, 0);
+    TC_ASSERT_STATUS(tc_send_str(b, r, "WORLD"), ST(OK));
+    ck_assert_int_eq(tc_wait(a, sel, 10000, &rep), 1);
+    ck_assert_uint_eq(rep.n, 1);
+    ASSERT_MSG(rep.pl[0], "hello");
+    tc_reply_free(&rep);
+    tc_conn_free(a);
+    tc_conn_free(b);
+    tc_server_stop_ok(&srv);
+    free(blob);
+}
+END_TEST
+
 START_TEST(test_select_never_pairs_its_own_send_and_recv)
 {
     struct tc_server srv;
@@ -1091,6 +1139,7 @@ static Suite *broker_suite(void)
     tcase_add_test(tc, test_delete_fails_blocked_ops_and_stales_handles);
     tcase_add_test(tc, test_select_nil_and_empty_cases_only_time_out);
     tcase_add_test(tc, test_select_never_pairs_its_own_send_and_recv);
+    tcase_add_test(tc, test_select_reply_queued_behind_a_backlog_keeps_its_bytes);
     tcase_add_test(tc, test_blocked_receivers_are_served_first_come_first_served);
     tcase_add_test(tc, test_cancel_after_timeout_is_a_no_op);
     suite_add_tcase(s, tc);
