@@ -102,6 +102,7 @@ static struct conn_req *conn_table_take(struct chan_client *cl, uint64_t id)
 static int conn_write(struct chan_client *cl, Chanwire__ClientFrame *f,
                       const struct wire_payload *pl, size_t npl)
 {
+    size_t before;
     int rc;
 
     if (cl->io.fd < 0) {
@@ -110,10 +111,18 @@ static int conn_write(struct chan_client *cl, Chanwire__ClientFrame *f,
     }
     f->acks = cl->acks;
     f->n_acks = cl->nacks;
+    before = evbuffer_get_length(cl->io.out);
     rc = wire_write(cl->io.out, &f->base, pl, npl);
     f->acks = NULL;
     f->n_acks = 0;
     if (rc < 0) {
+        /*
+         * Part of a frame is in the output: the stream is broken, and the
+         * part may point at the caller's bytes, which must not be read
+         * after this call fails. The connection goes.
+         */
+        if (evbuffer_get_length(cl->io.out) != before)
+            conn_lost(cl, ENOMEM);
         errno = ENOMEM;
         return -1;
     }
