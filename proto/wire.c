@@ -258,12 +258,6 @@ int wire_write(struct evbuffer *out, const ProtobufCMessage *hdr,
     return 0;
 }
 
-int wire_put(struct evbuffer *out, const ProtobufCMessage *hdr,
-             const struct wire_payload *pl, size_t n)
-{
-    return wire_write(out, hdr, pl, n);
-}
-
 /* ---- reading --------------------------------------------------------- */
 
 /* Frames up to this size (prefix included) are made contiguous and read in place. */

@@ -74,8 +74,8 @@ struct wire_payload {
  * is appended then) or out refused memory (part of the frame may have been
  * appended: the stream is broken and the connection must be dropped).
  */
-int wire_put(struct evbuffer *out, const ProtobufCMessage *hdr,
-             const struct wire_payload *pl, size_t n);
+int wire_write(struct evbuffer *out, const ProtobufCMessage *hdr,
+               const struct wire_payload *pl, size_t n);
 
 /*
  * Called once per payload of a frame being taken, in order: remove exactly
@@ -158,11 +158,5 @@ void wire_hdr_free(ProtobufCMessage *hdr);
 /* 1 if hdr was decoded by the hand codec in codec.c (one block), 0 if by protobuf-c. */
 int wire_hdr_is_block(const ProtobufCMessage *hdr);
 
-/*
- * wire_put with the fast encoder: same contract, byte for byte the same
- * output. wire_put is now this function.
- */
-int wire_write(struct evbuffer *out, const ProtobufCMessage *hdr,
-               const struct wire_payload *pl, size_t n);
 
 #endif /* CHAN_WIRE_H */
